@@ -1,0 +1,1 @@
+"""Prefect orchestration: thin flows and tasks around plain functions (no algorithms here)."""

@@ -1,0 +1,120 @@
+"""The pipeline flow: source -> one task per shard (sample + label + stage) -> commit a version.
+
+Tasks exchange small JSON-able values (paths, ids, config dicts); the heavy objects (models, grader)
+live in :mod:`flows.resources`. A shard whose staged files exist is skipped, so rerunning the same
+config resumes a killed run, and committing is idempotent (see :mod:`storage.store`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows import resources
+from flows.progress import ProgressEvent, emit
+from flows.shard import RunContext, ShardPlan, label_shard, plan_shards, source_reject_table
+from rollouts.engines.base import EngineError
+from rollouts.sources import Problem, load_problems
+from steplabel.config import RunConfig
+from storage.schema import REJECTS, STEP_LABELS, SCHEMAS
+from storage.store import ShardStore
+
+SOURCE_SHARD = "source-rejects"
+TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O and engine trouble; a bug or bad data fails the same way again, so fail at once."""
+    try:
+        state.result()
+    except TRANSIENT_ERRORS:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is deterministic
+        return False
+    return False
+
+
+def run_id_for(config: RunConfig) -> str:
+    """Runs are named by their config: rerunning the same config resumes the same run."""
+    return f"run-{config.hash()[:12]}"
+
+
+@task(name="load-problems", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[dict[str, str]]:
+    run_config = RunConfig.model_validate(config)
+    problems, rejects = load_problems(run_config.source)
+    store = ShardStore(out)
+    if rejects and not store.is_staged(run_id, SOURCE_SHARD):
+        ctx = RunContext.now(run_id, run_config.hash())
+        empty_labels = SCHEMAS[STEP_LABELS].empty_table()
+        store.stage(run_id, SOURCE_SHARD, {STEP_LABELS: empty_labels, REJECTS: source_reject_table(rejects, ctx, SOURCE_SHARD)})
+    get_run_logger().info("source: %d problems, %d rejected records", len(problems), len(rejects))
+    return [asdict(p) for p in problems]
+
+
+@task(name="label-shard", task_run_name="label-shard-{shard_id}", retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=retry_if_transient)
+def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str, problems: list[dict[str, str]]) -> dict:
+    store = ShardStore(out)
+    if store.is_staged(run_id, shard_id):
+        emit(ProgressEvent("shard_skipped", shard_id=shard_id))
+        return {"shard_id": shard_id, "skipped": True}
+    run_config = RunConfig.model_validate(config)
+    plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
+    emit(ProgressEvent("shard_started", shard_id=shard_id))
+    tables, report = label_shard(
+        plan,
+        run_config,
+        RunContext.now(run_id, run_config.hash()),
+        policy=resources.engine_for(run_config.policy),
+        completer=resources.engine_for(run_config.completer_engine),
+        grader=resources.grader_for(run_config.grading),
+        on_wave=lambda w: emit(ProgressEvent("wave", shard_id=shard_id, samples=w.samples, tokens=w.tokens, active=w.active)),
+    )
+    store.stage(run_id, shard_id, tables)
+    emit(ProgressEvent("shard_done", shard_id=shard_id, solutions=report.solutions))
+    get_run_logger().info(
+        "shard %s: %d problems -> %d labelled solutions, %d rejects, %d rollouts, %d tokens",
+        shard_id, report.problems, report.solutions, report.rejects, report.rollouts, report.tokens,
+    )
+    return report.as_dict()
+
+
+@task(name="commit-version", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
+def commit_task(out: str, run_id: str, config: dict[str, Any], config_hash: str, code_version: str) -> dict:
+    manifest = ShardStore(out).commit(run_id, config=config, config_hash=config_hash, code_version=code_version)
+    return {"version": manifest.version, "created": manifest.created}
+
+
+@flow(name="steplabel-pipeline")
+def pipeline_flow(config: dict[str, Any], out: str, run_id: str) -> dict[str, Any]:
+    from steplabel import __version__
+
+    started = time.monotonic()
+    run_config = RunConfig.model_validate(config)
+    config_hash = run_config.hash()
+    logger = get_run_logger()
+    try:
+        problems = [Problem(**p) for p in load_problems_task(out, run_id, config)]
+        plans = plan_shards(problems, run_config.shard_size, config_hash)
+        emit(ProgressEvent("run_started", shards_total=len(plans)))
+        reports = [
+            label_shard_task(out, run_id, config, plan.shard_id, [asdict(p) for p in plan.problems])
+            for plan in plans
+        ]
+        commit = commit_task(out, run_id, config, config_hash, __version__)
+    finally:
+        resources.close_all()
+    logger.info("committed %s (%s) in %.1f s", commit["version"], "new" if commit["created"] else "unchanged", time.monotonic() - started)
+    return {
+        "run_id": run_id,
+        "version": commit["version"],
+        "created": commit["created"],
+        "problems": len(problems),
+        "shards": len(plans),
+        "shards_skipped": sum(1 for r in reports if r.get("skipped")),
+        "wall_s": time.monotonic() - started,
+    }

@@ -1,0 +1,74 @@
+"""Long-lived objects a run shares across its shard tasks: engines and the grader.
+
+A model is loaded once per process and reused by every shard; the policy and the completer share one
+engine when their configs are equal. ``close_all`` releases them at the end of a run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from rollouts.engines.base import Engine
+from rollouts.grading import Grader
+from steplabel.config import EngineConfig, GradingConfig
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_graders: dict[float, Grader] = {}
+
+
+def build_engine(config: EngineConfig) -> Engine:
+    if config.kind == "llama_cpp":
+        from rollouts.engines.llama_cpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(config.model_path, n_ctx=config.n_ctx, n_threads=config.n_threads)
+    if config.kind == "openai":
+        from rollouts.engines.openai_compat import OpenAICompatEngine
+
+        return OpenAICompatEngine(
+            base_urls=config.base_urls,
+            model=config.model,
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            api_key=os.environ.get(config.api_key_env) if config.api_key_env else None,
+            split_n=config.split_n,
+        )
+    if config.kind == "vllm":
+        from rollouts.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            model=config.model,
+            dtype=config.dtype,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len,
+            tensor_parallel_size=config.tensor_parallel_size,
+            enable_prefix_caching=config.enable_prefix_caching,
+        )
+    raise ValueError(f"unknown engine kind {config.kind!r}")
+
+
+def engine_for(config: EngineConfig) -> Engine:
+    key = config.model_dump_json()
+    with _lock:
+        if key not in _engines:
+            _engines[key] = build_engine(config)
+        return _engines[key]
+
+
+def grader_for(config: GradingConfig) -> Grader:
+    with _lock:
+        if config.timeout_s not in _graders:
+            _graders[config.timeout_s] = Grader(timeout_s=config.timeout_s)
+        return _graders[config.timeout_s]
+
+
+def close_all() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.close()
+        for grader in _graders.values():
+            grader.close()
+        _engines.clear()
+        _graders.clear()

@@ -1,0 +1,229 @@
+"""One shard of work as plain functions: sample, label, and turn the results into table rows.
+
+The Prefect tasks in :mod:`flows.pipeline` call these; tests call them directly with a scripted engine.
+Every problem and sample of the shard ends up either in ``step_labels`` or in ``rejects`` with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from labelers.base import SolutionTask, StepLabels
+from labelers.driver import RolloutSampling, WaveDriver, WaveStats
+from labelers.registry import make_labeler
+from rollouts.answers import extract_answer
+from rollouts.engines.base import Engine
+from rollouts.grading import Grader
+from rollouts.prompts import prefix_prompt
+from rollouts.sampling import SampledSolution, SampleReject, SolutionSampling, sample_solutions
+from rollouts.sources import Problem, SourceReject
+from steplabel import __version__
+from steplabel.config import RunConfig
+from storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    shard_id: str
+    problems: tuple[Problem, ...]
+
+
+def plan_shards(problems: Sequence[Problem], shard_size: int, config_hash: str) -> list[ShardPlan]:
+    """Deterministic shards: the same problems and config always give the same shard ids."""
+    plans = []
+    for start in range(0, len(problems), shard_size):
+        chunk = tuple(problems[start : start + shard_size])
+        digest = hashlib.sha256("\x00".join([config_hash, *(p.problem_id for p in chunk)]).encode())
+        plans.append(ShardPlan(shard_id=digest.hexdigest()[:16], problems=chunk))
+    return plans
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every row of a run shares."""
+
+    run_id: str
+    config_hash: str
+    created_at: datetime
+
+    @staticmethod
+    def now(run_id: str, config_hash: str) -> "RunContext":
+        return RunContext(run_id, config_hash, datetime.now(UTC))
+
+
+def _reject_row(ctx: RunContext, shard_id: str, *, item_id: str, problem_id: str | None, solution_id: str | None,
+                stage: str, reason: str, detail: str, payload: str, tokens: int = 0, rollouts: int = 0) -> dict:
+    return {
+        "item_id": item_id,
+        "problem_id": problem_id,
+        "solution_id": solution_id,
+        "shard_id": shard_id,
+        "run_id": ctx.run_id,
+        "stage": stage,
+        "reason": reason,
+        "detail": detail,
+        "payload": payload,
+        "config_hash": ctx.config_hash,
+        "created_at": ctx.created_at,
+        "rollouts_used": rollouts,
+        "tokens_generated": tokens,
+    }
+
+
+def source_reject_table(rejects: Sequence[SourceReject], ctx: RunContext, shard_id: str) -> pa.Table:
+    rows = [
+        _reject_row(ctx, shard_id, item_id=r.item_id, problem_id=None, solution_id=None, stage="source",
+                    reason=r.reason, detail=r.detail, payload=r.payload)
+        for r in rejects
+    ]
+    return pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
+
+
+def _sample_reject_row(r: SampleReject, ctx: RunContext, shard_id: str) -> dict:
+    return _reject_row(ctx, shard_id, item_id=r.solution_id or r.problem.problem_id, problem_id=r.problem.problem_id,
+                       solution_id=r.solution_id, stage="sampling", reason=r.reason, detail=r.detail,
+                       payload=r.payload, tokens=r.tokens)
+
+
+def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx: RunContext, shard_id: str,
+               policy_model: str, completer_model: str) -> dict:
+    return {
+        "problem_id": sol.problem.problem_id,
+        "solution_id": sol.solution_id,
+        "shard_id": shard_id,
+        "run_id": ctx.run_id,
+        "prompt": sol.problem.question,
+        "completions": list(sol.steps),
+        "labels": labels.labels,
+        "mc_scores": labels.mc_scores,
+        "mc_correct": labels.mc_correct,
+        "mc_total": labels.mc_total,
+        "first_error": labels.first_error,
+        "labeler": config.labeler.name,
+        "soft_labels": labels.soft_labels,
+        "tool_verdicts": None,
+        "tool_first_error": None,
+        "judge_first_error": None,
+        "judge_rationale": None,
+        "consensus": None,
+        "final_answer": sol.final_answer,
+        "reference_answer": sol.problem.reference,
+        "final_correct": sol.verdict.correct,
+        "grader_layer": sol.verdict.layer,
+        "policy_model": policy_model,
+        "completer_model": completer_model,
+        "judge_model": None,
+        "sampling": json.dumps(
+            {"solutions": config.sampling.model_dump(), "rollouts": config.rollout.model_dump(),
+             "labeler": config.labeler.model_dump()},
+            sort_keys=True,
+        ),
+        "seed": config.seed,
+        "config_hash": ctx.config_hash,
+        "code_version": __version__,
+        "created_at": ctx.created_at,
+        "rollouts_used": labels.rollouts_used,
+        "tokens_generated": sol.tokens + labels.tokens_generated,
+    }
+
+
+def rollout_judge(grader: Grader) -> Callable[[str, str], bool]:
+    """Grades a rollout continuation: extract its final answer, compare with the reference."""
+
+    def judge(continuation: str, reference: str) -> bool:
+        extracted = extract_answer(continuation)
+        return extracted is not None and grader.grade(extracted.value, reference).correct
+
+    return judge
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    shard_id: str
+    problems: int
+    solutions: int
+    rejects: int
+    rollouts: int
+    tokens: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def label_shard(
+    plan: ShardPlan,
+    config: RunConfig,
+    ctx: RunContext,
+    *,
+    policy: Engine,
+    completer: Engine,
+    grader: Grader,
+    on_wave: Callable[[WaveStats], None] | None = None,
+) -> tuple[dict[str, pa.Table], ShardReport]:
+    """Sample, label and build both tables for one shard."""
+    spec = SolutionSampling(
+        template=config.prompt.template,
+        step_format=config.prompt.step_format,
+        chunk_words=config.prompt.chunk_words,
+        stop=tuple(config.prompt.stop),
+        num_solutions=config.sampling.num_solutions,
+        temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p,
+        max_tokens=config.sampling.max_tokens,
+        base_seed=config.seed,
+    )
+    solutions, sample_rejects = sample_solutions(policy, grader, plan.problems, spec)
+    tasks = [
+        SolutionTask(s.solution_id, s.problem.problem_id, s.problem.question, s.problem.reference, s.steps,
+                     s.verdict.correct)
+        for s in solutions
+    ]
+    prompt = config.prompt
+    driver = WaveDriver(
+        completer,
+        build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
+        judge=rollout_judge(grader),
+        sampling=RolloutSampling(
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            max_tokens=config.rollout.max_tokens,
+            stop=tuple(prompt.stop),
+            base_seed=config.seed,
+        ),
+        on_wave=on_wave,
+    )
+    outcome = driver.run(tasks, make_labeler(config.labeler))
+
+    label_rows, reject_rows = [], [_sample_reject_row(r, ctx, plan.shard_id) for r in sample_rejects]
+    for sol in solutions:
+        if sol.solution_id in outcome.labels:
+            label_rows.append(
+                _label_row(sol, outcome.labels[sol.solution_id], config, ctx, plan.shard_id,
+                           policy.model_name, completer.model_name)
+            )
+        else:
+            reject_rows.append(
+                _reject_row(ctx, plan.shard_id, item_id=sol.solution_id, problem_id=sol.problem.problem_id,
+                            solution_id=sol.solution_id, stage="labeling", reason="engine_error",
+                            detail=f"solution {sol.solution_id}: {outcome.failures[sol.solution_id]}",
+                            payload=sol.text, tokens=sol.tokens)
+            )
+    tables = {
+        STEP_LABELS: pa.Table.from_pylist(label_rows, schema=STEP_LABELS_SCHEMA),
+        REJECTS: pa.Table.from_pylist(reject_rows, schema=REJECTS_SCHEMA),
+    }
+    report = ShardReport(
+        shard_id=plan.shard_id,
+        problems=len(plan.problems),
+        solutions=len(label_rows),
+        rejects=len(reject_rows),
+        rollouts=sum(r["rollouts_used"] for r in label_rows),
+        tokens=sum(r["tokens_generated"] for r in label_rows) + sum(r["tokens_generated"] for r in reject_rows),
+    )
+    return tables, report

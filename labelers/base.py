@@ -1,0 +1,80 @@
+"""What every labeler speaks: rollout queries out, rollout outcomes in, step labels at the end.
+
+A labeler is a generator (DESIGN.md section 2). It yields a list of :class:`RolloutQuery` (prefixes to
+continue, k samples each), receives the matching list of :class:`RolloutOutcome`, and finally returns
+:class:`StepLabels`. The wave driver advances many of them together, so one engine call serves every
+solution of a shard; the same labeler runs unchanged on a scripted engine, a CPU model or vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SolutionTask:
+    """A sampled solution cut into steps, with its graded final answer."""
+
+    solution_id: str
+    problem_id: str
+    question: str
+    reference: str
+    steps: tuple[str, ...]
+    final_correct: bool
+
+
+@dataclass(frozen=True)
+class RolloutQuery:
+    """Continue ``question + steps`` ``k`` times and grade the final answers."""
+
+    steps: tuple[str, ...]
+    k: int
+
+
+@dataclass(frozen=True)
+class RolloutOutcome:
+    correct: int
+    total: int
+    tokens: int
+    texts: tuple[str, ...] = ()
+    correct_flags: tuple[bool, ...] = ()
+
+    @property
+    def mc(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+@dataclass
+class StepLabels:
+    """Per-step labels of one solution plus what they cost. Lists have one entry per step."""
+
+    labels: list[bool]
+    mc_scores: list[float]
+    mc_correct: list[int]
+    mc_total: list[int]
+    soft_labels: list[float]
+    first_error: int  # 0-based index of the first bad step, -1 when every step is good
+    rollouts_used: int = 0
+    tokens_generated: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.labels), len(self.mc_scores), len(self.mc_correct), len(self.mc_total), len(self.soft_labels)}
+        if len(sizes) != 1:
+            raise ValueError(f"step label lists differ in length: {sorted(sizes)}")
+
+
+LabelerRun = Generator[list[RolloutQuery], list[RolloutOutcome], StepLabels]
+
+
+class Labeler(Protocol):
+    name: str
+
+    def label(self, task: SolutionTask) -> LabelerRun: ...
+
+
+def first_false(labels: list[bool]) -> int:
+    """ProcessBench convention: index of the earliest bad step, -1 when there is none."""
+    return next((i for i, good in enumerate(labels) if not good), -1)

@@ -1,0 +1,83 @@
+"""Turn a GGUF checkpoint into a Hugging Face (safetensors) model folder that vLLM can load.
+
+vLLM's GGUF loader is experimental and needs the original HF config; the CPU backend runs plain HF folders
+best. transformers can read (and dequantize) GGUF files, so we load the GGUF with transformers, copy its
+weights into a freshly built model of the same config, and save that as safetensors with the tokenizer.
+
+transformers (and torch, gguf) are imported lazily: they come with ``steplabel[vllm]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_MARKER = "steplabel_gguf_source.json"
+
+
+def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "float32",
+                       overwrite: bool = False) -> Path:
+    """Write an HF model folder for ``gguf_path`` into ``out_dir`` and return ``out_dir``.
+
+    ``dtype`` is the dtype of the saved weights ("float32" is safe on any CPU; "bfloat16"/"float16" halve
+    the size). A folder already converted from the same file (same size and mtime) is reused unless
+    ``overwrite``.
+    """
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "converting GGUF to HF needs transformers, torch and gguf: install steplabel[vllm]"
+        ) from exc
+
+    gguf = Path(gguf_path).expanduser().resolve()
+    out = Path(out_dir).expanduser()
+    if not gguf.is_file():
+        raise FileNotFoundError(gguf)
+    stat = gguf.stat()
+    source = {"gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": dtype}
+    marker = out / _MARKER
+    if not overwrite and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == source:
+                return out
+        except (OSError, ValueError):
+            pass
+
+    torch_dtype = getattr(torch, dtype)
+    folder, name = str(gguf.parent), gguf.name
+    log.info("converting %s to an HF model in %s", gguf, out)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+
+    # A fresh model from the same config, with the dequantized weights copied in: nothing of the GGUF
+    # loading path (quantization metadata, hooks) stays attached to what we save.
+    config.dtype = torch_dtype
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = loaded.state_dict()
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _is_tied(fresh, k)]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF -> HF weight mismatch: missing={missing[:8]} unexpected={unexpected[:8]}")
+    fresh.tie_weights()
+    fresh = fresh.to(torch_dtype)
+    del loaded, state
+
+    out.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    marker.write_text(json.dumps(source))
+    return out
+
+
+def _is_tied(model, key: str) -> bool:
+    """Keys such as ``lm_head.weight`` that are tied to the input embeddings need no copy."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return False
+    out_emb = model.get_output_embeddings()
+    return out_emb is not None and key.startswith("lm_head.")

@@ -1,0 +1,109 @@
+"""Stage 1: the policy samples N solutions per problem; each is cut into steps and its answer graded.
+
+A sample that cannot be labelled (truncated, no steps, no final answer, a duplicate, an answer the
+grader timed out on, an engine failure) becomes a :class:`SampleReject` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from rollouts.grading import Grader, Verdict
+from rollouts.prompts import solution_prompt
+from rollouts.sources import Problem
+from rollouts.steps import split_steps
+
+
+@dataclass(frozen=True)
+class SolutionSampling:
+    template: str
+    step_format: str
+    chunk_words: int
+    stop: tuple[str, ...]
+    num_solutions: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    base_seed: int
+
+
+@dataclass(frozen=True)
+class SampledSolution:
+    solution_id: str
+    problem: Problem
+    text: str
+    steps: tuple[str, ...]
+    final_answer: str
+    verdict: Verdict
+    tokens: int
+
+
+@dataclass(frozen=True)
+class SampleReject:
+    problem: Problem
+    solution_id: str | None
+    reason: str
+    detail: str
+    payload: str
+    tokens: int
+
+
+def solution_id(problem_id: str, text: str) -> str:
+    return hashlib.sha256(f"{problem_id}\x00{text}".encode()).hexdigest()[:16]
+
+
+def sample_solutions(
+    engine: Engine, grader: Grader, problems: Sequence[Problem], spec: SolutionSampling
+) -> tuple[list[SampledSolution], list[SampleReject]]:
+    requests = [
+        GenerationRequest(
+            prompt=solution_prompt(spec.template, p.question),
+            n=spec.num_solutions,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            stop=spec.stop,
+            seed=derive_seed(spec.base_seed, p.problem_id, "solutions"),
+        )
+        for p in problems
+    ]
+    solutions: list[SampledSolution] = []
+    rejects: list[SampleReject] = []
+    for problem, result in zip(problems, engine.generate(requests), strict=True):
+        if result.error:
+            rejects.append(SampleReject(problem, None, "engine_error", f"sampling solutions: {result.error}", "", 0))
+            continue
+        seen: set[str] = set()
+        for index, completion in enumerate(result.completions):
+            text = completion.text.strip()
+            sid = solution_id(problem.problem_id, text)
+            where = f"problem {problem.problem_id} sample {index}"
+
+            def reject(reason: str, detail: str) -> None:
+                rejects.append(SampleReject(problem, sid, reason, f"{where}: {detail}", text, completion.tokens))
+
+            if sid in seen:
+                reject("duplicate_solution", "same text as an earlier sample of this problem")
+                continue
+            seen.add(sid)
+            if completion.finish_reason == "length":
+                reject("truncated", f"hit max_tokens={spec.max_tokens} before finishing")
+                continue
+            steps = tuple(split_steps(text, spec.step_format, spec.chunk_words))
+            if not steps:
+                reject("no_steps", f"no steps found with step_format={spec.step_format!r}")
+                continue
+            extracted, verdict = grader.grade_response(text, problem.reference)
+            if extracted is None:
+                reject("no_final_answer", "no final answer found in the solution")
+                continue
+            if verdict.layer == "timeout":
+                reject("grading_timeout", f"grading {extracted.value!r} against {problem.reference!r} timed out")
+                continue
+            solutions.append(
+                SampledSolution(sid, problem, text, steps, extracted.value, verdict, completion.tokens)
+            )
+    return solutions, rejects

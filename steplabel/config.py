@@ -1,0 +1,248 @@
+"""Run configuration: YAML validated by pydantic, with one-line errors that name the field.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting. The
+resolved config of each run is recorded with its hash; fields that change speed but not results
+(threads, concurrency, timeouts) are left out of the hash so tuning them does not invalidate a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from labelers.math_shepherd_config import MathShepherdConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- problem sources
+
+
+class BuiltinSource(Strict):
+    """Generated multi-step arithmetic word problems with exact answers (the offline default)."""
+
+    kind: Literal["builtin"] = "builtin"
+    num_problems: int = Field(8, ge=1, le=100_000)
+    seed: int = 0
+
+
+class FileSource(Strict):
+    """A local JSONL or Parquet file. GSM8K (`####`) and MATH (`answer` / `\\boxed{}`) work as they are."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_style: Literal["auto", "gsm8k", "boxed", "plain"] = "auto"
+    limit: int | None = Field(None, ge=1)
+
+
+class HubSource(Strict):
+    """A Hugging Face dataset by name (needs network and the `datasets` package)."""
+
+    kind: Literal["hf"] = "hf"
+    dataset: str
+    subset: str | None = None
+    split: str = "train"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_style: Literal["auto", "gsm8k", "boxed", "plain"] = "auto"
+    limit: int | None = Field(None, ge=1)
+
+
+SourceConfig = Annotated[BuiltinSource | FileSource | HubSource, Field(discriminator="kind")]
+
+# ---------------------------------------------------------------- engines
+
+
+class LlamaCppEngineConfig(Strict):
+    """llama.cpp on the CPU. ``model_path: null`` uses the embedded Gemma 3 270M base model."""
+
+    kind: Literal["llama_cpp"] = "llama_cpp"
+    model_path: str | None = None
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1, description="None: the cores this process may use")
+
+
+class OpenAIEngineConfig(Strict):
+    """Any OpenAI-compatible /v1/completions server (vLLM serve, llama.cpp server, SGLang)."""
+
+    kind: Literal["openai"] = "openai"
+    base_urls: list[str] = Field(min_length=1)
+    model: str
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    split_n: bool = True
+
+
+class VLLMEngineConfig(Strict):
+    """vLLM offline ``LLM.generate`` (install ``steplabel[vllm]``)."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str
+    dtype: str = "auto"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    enable_prefix_caching: bool = True
+
+
+EngineConfig = Annotated[
+    LlamaCppEngineConfig | OpenAIEngineConfig | VLLMEngineConfig, Field(discriminator="kind")
+]
+
+# ---------------------------------------------------------------- prompting and sampling
+
+FEWSHOT_STEPS_TEMPLATE = """Question: Sara has 4 boxes with 6 pencils in each box. She gives away 5 pencils. How many pencils does she have left?
+Step 1: Sara has 4 * 6 = 24 pencils.
+Step 2: After giving away 5 she has 24 - 5 = 19 pencils.
+The answer is 19.
+
+Question: A baker makes 30 rolls. He sells 12 in the morning and 9 in the afternoon. How many rolls are left?
+Step 1: He sells 12 + 9 = 21 rolls.
+Step 2: He has 30 - 21 = 9 rolls left.
+The answer is 9.
+
+Question: Tom buys 3 books for 7 dollars each and pays with a 50 dollar bill. How much change does he get?
+Step 1: The books cost 3 * 7 = 21 dollars.
+Step 2: His change is 50 - 21 = 29 dollars.
+The answer is 29.
+
+Question: {question}
+"""
+
+
+class PromptConfig(Strict):
+    """How solutions are prompted and cut into steps.
+
+    ``template`` must contain ``{question}``; rollouts continue the byte-identical prompt followed by
+    the solution's first t steps, so engines with prefix caching reuse the shared part.
+    """
+
+    template: str = FEWSHOT_STEPS_TEMPLATE
+    step_format: Literal["step_pattern", "blank_line", "token_chunks"] = "step_pattern"
+    chunk_words: int = Field(48, ge=4)
+    stop: list[str] = Field(default_factory=lambda: ["\n\n", "\nQuestion:"])
+
+    @field_validator("template")
+    @classmethod
+    def _has_question_slot(cls, template: str) -> str:
+        if "{question}" not in template:
+            raise ValueError("must contain {question}")
+        return template
+
+
+class SamplingConfig(Strict):
+    """Sampling of the policy's solutions, N per problem."""
+
+    num_solutions: int = Field(4, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(160, ge=1)
+
+
+class RolloutConfig(Strict):
+    """Sampling of the completer's continuations from step prefixes."""
+
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, ge=1)
+
+
+class GradingConfig(Strict):
+    timeout_s: float = Field(5.0, gt=0)
+
+
+LabelerConfig = Annotated[MathShepherdConfig, Field(discriminator="name")]
+
+# ---------------------------------------------------------------- the run
+
+
+class RunConfig(Strict):
+    name: str = "quickstart"
+    seed: int = 0
+    source: SourceConfig = Field(default_factory=BuiltinSource)
+    policy: EngineConfig = Field(default_factory=LlamaCppEngineConfig)
+    completer: EngineConfig | None = Field(None, description="None: the policy also completes rollouts")
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    labeler: LabelerConfig = Field(default_factory=lambda: MathShepherdConfig(k=4))
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    shard_size: int = Field(4, ge=1, description="problems per shard (the unit of work and of resume)")
+
+    @property
+    def completer_engine(self) -> LlamaCppEngineConfig | OpenAIEngineConfig | VLLMEngineConfig:
+        return self.completer or self.policy
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+# Fields that change speed, not results: excluded from the config hash.
+NON_SEMANTIC_FIELDS = frozenset({"n_threads", "max_concurrency", "timeout_s", "max_retries", "gpu_memory_utilization"})
+
+
+def _semantic(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _semantic(v) for k, v in value.items() if k not in NON_SEMANTIC_FIELDS}
+    if isinstance(value, list):
+        return [_semantic(v) for v in value]
+    return value
+
+
+def config_hash(config: RunConfig) -> str:
+    canonical = json.dumps(_semantic(config.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and every bad field."""
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"{origin}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<config>") -> RunConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of settings, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, origin)) from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Load and validate a YAML config; ``None`` gives the embedded quick-start default.
+
+    The embedded default is ``RunConfig()`` itself; ``configs/quickstart.yaml`` spells it out and a test
+    keeps the two equal.
+    """
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(data, origin=str(path))

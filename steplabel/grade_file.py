@@ -1,0 +1,42 @@
+"""``steplabel grade``: grade many responses against their references, one verdict per input line."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import IO
+
+from rollouts.grading import Grader
+
+
+def grade_lines(lines: Iterable[str], grader: Grader, sink: IO[str], source: str = "<input>") -> dict:
+    """Write one JSON verdict per input line, in order; unreadable lines get ``correct: null`` and an error."""
+    totals: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    for number, line in enumerate(lines, start=1):
+        verdict: dict = {"line": number}
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("expected a JSON object")
+            response, reference = record.get("response"), record.get("reference")
+            if not isinstance(response, str) or reference is None or (isinstance(reference, str) and not reference.strip()):
+                raise ValueError("needs a string `response` and a non-empty `reference`")
+        except ValueError as error:  # json.JSONDecodeError is a ValueError
+            verdict.update(correct=None, extracted=None, layer=None, error=f"{source}:{number}: {error}")
+            totals["errors"] += 1
+        else:
+            extracted, result = grader.grade_response(response, str(reference))
+            verdict.update(
+                correct=result.correct,
+                extracted=extracted.value if extracted else None,
+                rule=extracted.rule if extracted else None,
+                layer=result.layer,
+            )
+            totals["correct" if result.correct else "incorrect"] += 1
+            layers[result.layer] += 1
+        totals["lines"] += 1
+        sink.write(json.dumps(verdict, ensure_ascii=False) + "\n")
+    return {"lines": totals["lines"], "correct": totals["correct"], "incorrect": totals["incorrect"],
+            "errors": totals["errors"], "layers": dict(layers)}

@@ -1,0 +1,1 @@
+"""Versioned, content-addressed Parquet shard store for step labels and rejects."""

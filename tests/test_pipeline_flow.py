@@ -1,0 +1,132 @@
+"""End-to-end: the real Prefect flow and the CLI on a scripted engine (one shared Prefect harness)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+import flows.shard
+from flows import resources
+from flows.pipeline import pipeline_flow, run_id_for
+from rollouts.builtin_problems import generate_problems
+from rollouts.engines.base import GenerationRequest
+from steplabel.cli import app
+from steplabel.config import RunConfig, parse_config
+from storage.store import ShardStore
+from tests.scripted_engine import ScriptedEngine
+
+pytestmark = pytest.mark.flow
+
+
+ANSWERS = {p.question: p.answer for p in generate_problems(5)}
+
+
+def arithmetic_script(request: GenerationRequest, index: int) -> str:
+    """Solves the built-in problems right on even samples and off by one on odd ones."""
+    question = request.prompt.split("Question:")[-1]
+    answer = ANSWERS.get(question.split("\n")[0].strip(), 0) + index % 2
+    if re.search(r"^Step \d+:", question, flags=re.MULTILINE):
+        return f"Step 9: so it is {answer}.\nThe answer is {answer}."
+    return f"Step 1: add them up.\nStep 2: that gives {answer}.\nThe answer is {answer}."
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    engine = ScriptedEngine(arithmetic_script)
+    monkeypatch.setattr(resources, "build_engine", lambda config: engine)
+    return engine
+
+
+CONFIG = parse_config(
+    {
+        "source": {"kind": "builtin", "num_problems": 5},
+        "sampling": {"num_solutions": 2},
+        "labeler": {"name": "math_shepherd", "k": 2},
+        "shard_size": 2,
+    }
+)
+
+
+def run(config: RunConfig, out) -> dict:
+    return pipeline_flow(config=config.model_dump(mode="json"), out=str(out), run_id=run_id_for(config))
+
+
+def test_flow_commits_a_version_and_rerun_adds_nothing(prefect_harness, scripted, tmp_path):
+    result = run(CONFIG, tmp_path)
+    assert result["version"] == "v0001" and result["created"] and result["shards"] == 3
+    store = ShardStore(tmp_path)
+    labels = store.read("step_labels")
+    assert labels.height + store.read("rejects").height == 5 * 2
+    assert labels["solution_id"].n_unique() == labels.height
+    again = run(CONFIG, tmp_path)
+    assert again["created"] is False and again["version"] == "v0001"
+    assert store.versions() == ["v0001"] and store.read("step_labels").height == labels.height
+
+
+def test_crash_mid_run_resumes_to_the_same_rows(prefect_harness, scripted, tmp_path, monkeypatch):
+    reference = run(CONFIG, tmp_path / "uninterrupted")
+    assert reference["created"]
+    real_label_shard = flows.shard.label_shard
+    calls = {"n": 0}
+
+    def crash_on_second_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real_label_shard(*args, **kwargs)
+
+    monkeypatch.setattr("flows.pipeline.label_shard", crash_on_second_shard)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(CONFIG, tmp_path / "crashy")
+    crashy = ShardStore(tmp_path / "crashy")
+    assert crashy.versions() == []  # nothing half-committed is visible
+    monkeypatch.setattr("flows.pipeline.label_shard", real_label_shard)
+    resumed = run(CONFIG, tmp_path / "crashy")
+    assert resumed["shards_skipped"] == 1 and resumed["version"] == "v0001"
+    columns = ["solution_id", "completions", "labels", "mc_scores", "first_error"]
+    expected = ShardStore(tmp_path / "uninterrupted").read("step_labels").select(columns).sort("solution_id")
+    assert crashy.read("step_labels").select(columns).sort("solution_id").equals(expected)
+
+
+def test_bad_records_end_in_rejects_with_where(prefect_harness, scripted, tmp_path):
+    source = tmp_path / "problems.jsonl"
+    source.write_text(
+        '{"question": "Ann has 2 apples and buys 3. How many?", "answer": "#### 5"}\n'
+        "{not json\n"
+        '{"question": "", "answer": "3"}\n'
+        '{"question": "What is 1 + 1?"}\n'
+    )
+    config = parse_config({"source": {"kind": "file", "path": str(source)}, "sampling": {"num_solutions": 1},
+                           "labeler": {"name": "math_shepherd", "k": 1}})
+    result = run(config, tmp_path / "data")
+    rejects = ShardStore(tmp_path / "data").read("rejects").filter(stage="source").sort("detail")
+    assert result["problems"] == 1
+    assert rejects["reason"].to_list() == ["bad_input"] * 3
+    details = rejects["detail"].to_list()
+    assert any(f"{source}:2: not valid JSON" in d for d in details)
+    assert any(f"{source}:3: field 'question' is missing or empty" in d for d in details)
+    assert any(f"{source}:4: field 'answer' is missing or empty" in d for d in details)
+
+
+def test_cli_run_inspect_and_show(prefect_harness, scripted, tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(json.dumps(CONFIG.model_dump(mode="json")))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "--config", str(config_file), "--out", str(tmp_path / "d")])
+    assert ran.exit_code == 0, ran.output
+    assert "labelled solutions" in ran.output and "wall time" in ran.output
+    shown = runner.invoke(app, ["inspect", str(tmp_path / "d"), "--json"])
+    summary = json.loads(shown.stdout)
+    for key in ("version", "versions", "solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens"):
+        assert key in summary
+    labels = ShardStore(tmp_path / "d").read("step_labels")
+    assert summary["solutions"] == labels.height
+    assert summary["steps"] == int(labels["labels"].list.len().sum())
+    assert summary["positive_steps"] + summary["negative_steps"] == summary["steps"]
+    assert summary["rollouts"] == int(labels["rollouts_used"].sum())
+    listing = runner.invoke(app, ["inspect", str(tmp_path / "d"), "--show", "2"])
+    assert listing.exit_code == 0 and listing.output.count("mc=") >= 2
+    assert summary["positive_steps"] > 0 and summary["negative_steps"] > 0

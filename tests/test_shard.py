@@ -1,0 +1,73 @@
+"""One shard end to end on a scripted engine: every sample ends labelled or rejected with a reason."""
+
+from __future__ import annotations
+
+import re
+
+from flows.shard import RunContext, ShardPlan, label_shard, plan_shards
+from rollouts.engines.base import GenerationRequest
+from rollouts.grading import Grader
+from rollouts.sources import Problem
+from steplabel.config import parse_config
+from tests.scripted_engine import ScriptedEngine
+
+CONFIG = parse_config({"sampling": {"num_solutions": 5}, "labeler": {"name": "math_shepherd", "k": 2}, "shard_size": 2})
+PROBLEMS = (
+    Problem("p1", "Ann has 2 apples and buys 3 more. How many apples does she have?", "5", "test"),
+    Problem("p2", "Bob has 9 cards and gives away 4. How many cards are left?", "5", "test"),
+)
+
+SOLUTIONS = [
+    "Step 1: 2 + 3 = 5.\nStep 2: So 5 apples.\nThe answer is 5.",  # labelled, correct
+    "Step 1: 2 + 3 = 6.\nThe answer is 6.",  # labelled, wrong
+    "Step 1: 2 + 3 = 5.\nStep 2: So 5 apples.\nThe answer is 5.",  # duplicate of the first
+    "Step 1: I am not sure what to do here",  # the last-number rule reads "1": labelled, wrong
+    "Just talk without steps or numbers",  # one preamble step and no answer at all -> rejected
+]
+
+
+def script(request: GenerationRequest, index: int) -> str:
+    tail = request.prompt.split("Question:")[-1]
+    if not re.search(r"^Step \d+:", tail, flags=re.MULTILINE):
+        return SOLUTIONS[index]
+    return "Step 3: done.\nThe answer is 5." if index == 0 else "Step 3: hmm.\nThe answer is 4."
+
+
+def run_shard(engine: ScriptedEngine):
+    plan = ShardPlan("shard-a", PROBLEMS)
+    with Grader(timeout_s=5) as grader:
+        return label_shard(plan, CONFIG, RunContext.now("run-x", CONFIG.hash()), policy=engine, completer=engine, grader=grader)
+
+
+def test_every_sample_is_labelled_or_rejected():
+    tables, report = run_shard(ScriptedEngine(script))
+    labels, rejects = tables["step_labels"].to_pylist(), tables["rejects"].to_pylist()
+    assert len(labels) + len(rejects) == len(PROBLEMS) * 5
+    assert sorted(r["reason"] for r in rejects) == ["duplicate_solution"] * 2 + ["no_final_answer"] * 2
+    assert all(r["detail"] and r["stage"] == "sampling" for r in rejects)
+    good = next(r for r in labels if r["problem_id"] == "p1" and r["final_correct"])
+    assert good["completions"] == ["Step 1: 2 + 3 = 5.", "Step 2: So 5 apples.\nThe answer is 5."]
+    # k=2 from the one-step prefix: one sample right, one wrong -> MC 0.5, then the final answer.
+    assert good["mc_scores"] == [0.5, 1.0] and good["labels"] == [True, True] and good["first_error"] == -1
+    assert good["rollouts_used"] == 2 and good["labeler"] == "math_shepherd" and good["run_id"] == "run-x"
+    wrong = next(r for r in labels if r["problem_id"] == "p1" and not r["final_correct"])
+    assert wrong["labels"] == [False] and wrong["first_error"] == 0 and wrong["final_answer"] == "6"
+    assert report.solutions == len(labels) and report.rejects == len(rejects)
+
+
+def test_engine_failure_becomes_rejects_not_placeholders():
+    engine = ScriptedEngine(script, fail_when=lambda r: "timed out after 120 s" if "Bob" in r.prompt else None)
+    tables, _ = run_shard(engine)
+    rejects = tables["rejects"].to_pylist()
+    problem_level = [r for r in rejects if r["problem_id"] == "p2"]
+    assert len(problem_level) == 1 and problem_level[0]["reason"] == "engine_error"
+    assert "timed out" in problem_level[0]["detail"]
+    assert all(r["problem_id"] == "p1" for r in tables["step_labels"].to_pylist())
+
+
+def test_shard_ids_are_deterministic_and_config_dependent():
+    problems = [Problem(f"p{i}", "q", "1", "t") for i in range(5)]
+    first, again = plan_shards(problems, 2, "h1"), plan_shards(problems, 2, "h1")
+    assert [p.shard_id for p in first] == [p.shard_id for p in again]
+    assert [len(p.problems) for p in first] == [2, 2, 1]
+    assert first[0].shard_id != plan_shards(problems, 2, "h2")[0].shard_id

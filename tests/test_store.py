@@ -1,0 +1,439 @@
+"""ShardStore: staging, commits, versions, crash safety, idempotence, concurrency."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories` under any import mode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
+
+from storage.schema import REJECTS, STEP_LABELS, schema_fingerprint, STEP_LABELS_SCHEMA  # noqa: E402
+from storage.store import PARQUET_WRITE_OPTIONS, Manifest, ShardStore, StoreError  # noqa: E402
+from storage.views import STEP_VIEW_COLUMNS, explode_steps  # noqa: E402
+
+CFG = {"labeler": "hard_mc", "n_rollouts": 8}
+
+
+def _commit(store: ShardStore, run_id: str, **kw) -> Manifest:
+    return store.commit(run_id, config=CFG, config_hash="cfg-test", code_version="test", **kw)
+
+
+def _stage(store: ShardStore, run_id: str, shard_id: str, n: int = 5, k: int = 3, rejects: int = 2) -> None:
+    store.stage(
+        run_id,
+        shard_id,
+        {
+            STEP_LABELS: make_step_label_rows(n, run_id=run_id, shard_id=shard_id, steps_per_solution=k),
+            REJECTS: make_reject_rows(rejects, run_id=run_id, shard_id=shard_id),
+        },
+    )
+
+
+def _stats(m: Manifest) -> dict:
+    return {k: m.stats[k] for k in expected_stats()}
+
+
+def _sorted_rows(df: pl.DataFrame, key: str) -> list[dict]:
+    return df.sort(key).to_dicts()
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_round_trip_exact_rows_and_stats(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    assert store.latest() is None and store.versions() == []
+    sl = make_step_label_rows(7, run_id="r1", shard_id="s0", steps_per_solution=4)
+    rj = make_reject_rows(3, run_id="r1", shard_id="s0")
+    store.stage("r1", "s0", {STEP_LABELS: sl, REJECTS: rj})
+    assert store.is_staged("r1", "s0") and store.staged_shards("r1") == ["s0"]
+    # staged data is invisible to readers
+    assert store.read().height == 0 and store.read(REJECTS).height == 0
+
+    m = _commit(store, "r1", message="first")
+    assert m.created and m.version == "v0001" and m.parent is None
+    assert store.latest() == "v0001" and store.versions() == ["v0001"]
+    assert (tmp_path / "LATEST").read_text().strip() == "v0001"
+    assert not (tmp_path / "staging" / "r1").exists()
+
+    got = store.read()
+    assert got.columns == STEP_LABELS_SCHEMA.names
+    want = pl.from_arrow(sl)
+    assert _sorted_rows(got, "solution_id") == _sorted_rows(want, "solution_id")
+    assert _sorted_rows(store.read(REJECTS), "item_id") == _sorted_rows(pl.from_arrow(rj), "item_id")
+
+    # exact stats, independent of the store: i=0..6, k=4 -> first_error -1,1,2,-1,0,1,-1
+    # positives: 4+1+2+4+0+1+4 = 16 of 28 steps
+    assert _stats(m) == {
+        "solutions": 7, "steps": 28, "positive_steps": 16, "negative_steps": 12, "rejects": 3,
+        "rollouts": 7 * 16 + 3 * 2, "tokens": sum(100 + i for i in range(7)) + 3 * 10,
+    }  # fmt: skip
+    assert _stats(m) == expected_stats([(7, 4)], rejects=3)
+    assert m.stats["label_balance"] == pytest.approx(16 / 28)
+
+    # manifest on disk: relative content-addressed paths with correct sha/rows/bytes
+    on_disk = json.loads((tmp_path / "versions" / "v0001.json").read_text())
+    assert "created" not in on_disk
+    for name, rows in ((STEP_LABELS, 7), (REJECTS, 3)):
+        (entry,) = on_disk["tables"][name]
+        assert entry["path"] == f"shards/{entry['sha256']}.parquet"
+        assert entry["rows"] == rows and entry["shard_id"] == "s0" and entry["run_id"] == "r1"
+        f = tmp_path / entry["path"]
+        assert f.stat().st_size == entry["bytes"]
+        import hashlib
+
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"]
+    assert on_disk["schemas"][STEP_LABELS] == schema_fingerprint(STEP_LABELS_SCHEMA)
+    assert on_disk["config"] == CFG and on_disk["config_hash"] == "cfg-test" and on_disk["message"] == "first"
+    assert on_disk["run_ids"] == ["r1"] and on_disk["parent"] is None and on_disk["created_at"]
+    assert store.committed_run_ids() == {"r1"}
+
+
+def test_parquet_written_with_store_options(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=10)
+    m = _commit(store, "r1")
+    meta = pq.ParquetFile(tmp_path / m.tables[STEP_LABELS][0].path).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.row_group(0).column(0).has_offset_index  # page index written
+    assert PARQUET_WRITE_OPTIONS["row_group_size"] == 65536
+
+
+def test_versions_accumulate(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    _stage(store, "r1", "s1", n=4)
+    v1 = _commit(store, "r1")
+    v1_rows = store.read().sort("solution_id")
+
+    _stage(store, "r2", "s2", n=6, k=2, rejects=1)
+    v2 = _commit(store, "r2")
+    assert (v2.version, v2.parent) == ("v0002", "v0001")
+    assert store.versions() == ["v0001", "v0002"] and store.latest() == "v0002"
+    assert v2.run_ids == ["r1", "r2"] and store.committed_run_ids() == {"r1", "r2"}
+    assert [e.shard_id for e in v2.tables[STEP_LABELS]] == ["s0", "s1", "s2"]
+
+    exp1 = expected_stats([(5, 3), (4, 3)], rejects=4)
+    assert _stats(v1) == exp1
+    exp2 = {k: exp1[k] + expected_stats([(6, 2)], rejects=1)[k] for k in exp1}
+    assert _stats(v2) == exp2
+
+    # v2 = v1 + new shard; old version stays readable and unchanged
+    all_rows = store.read()
+    assert all_rows.height == 15 and all_rows["solution_id"].n_unique() == 15
+    assert store.read(version="v1").sort("solution_id").equals(v1_rows)
+    assert store.read(version="v0001").height == 9
+    assert store.read(REJECTS).height == 5
+    assert all_rows.filter(pl.col("shard_id") == "s2")["run_id"].unique().to_list() == ["r2"]
+    # stats are consistent with a full scan of the data
+    assert all_rows["labels"].list.len().sum() == exp2["steps"]
+    assert store.summary()["steps"] == exp2["steps"]
+    assert store.summary("v1")["solutions"] == 9
+
+
+def test_crash_after_promotion_before_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    _commit(store, "r1")
+    before = store.read().sort("solution_id")
+
+    _stage(store, "r2", "s1", n=4)
+    _stage(store, "r2", "s2", n=3)
+
+    def boom(self, manifest):
+        raise OSError("simulated crash before manifest write")
+
+    monkeypatch.setattr(ShardStore, "_write_manifest", boom)
+    with pytest.raises(OSError, match="simulated crash"):
+        _commit(store, "r2")
+    monkeypatch.undo()
+
+    # files were promoted, but the previous version is still the visible one and fully readable
+    assert len(list((tmp_path / "shards").glob("*.parquet"))) == 2 + 4
+    assert store.latest() == "v0001" and store.versions() == ["v0001"]
+    assert store.read().sort("solution_id").equals(before)
+    assert store.committed_run_ids() == {"r1"}
+
+    m = _commit(store, "r2")  # rerun completes
+    assert m.created and m.version == "v0002"
+    df = store.read()
+    assert df.height == 12 and df["solution_id"].n_unique() == 12
+    assert store.read(REJECTS)["item_id"].n_unique() == store.read(REJECTS).height == 6
+    assert _stats(m) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
+    assert not (tmp_path / "staging" / "r2").exists()
+
+
+def test_crash_mid_promotion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Crash after promoting only some of the run's files: rerun must pick up both kinds."""
+    store = ShardStore(tmp_path)
+    for s in ("s0", "s1", "s2"):
+        _stage(store, "r1", s, n=3)
+    real = ShardStore._promote
+    calls = {"n": 0}
+
+    def flaky(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("simulated crash mid-promotion")
+        return real(self, *a)
+
+    monkeypatch.setattr(ShardStore, "_promote", flaky)
+    with pytest.raises(OSError):
+        _commit(store, "r1")
+    monkeypatch.undo()
+    assert store.latest() is None and store.read().height == 0
+    m = _commit(store, "r1")
+    assert m.version == "v0001" and store.read().height == 9 and store.read(REJECTS).height == 6
+    assert _stats(m) == expected_stats([(3, 3)] * 3, rejects=6)
+
+
+def test_crash_after_manifest_before_latest_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    _commit(store, "r1")
+    _stage(store, "r2", "s1", n=4)
+
+    def boom(self, version):
+        raise OSError("simulated crash before LATEST swap")
+
+    monkeypatch.setattr(ShardStore, "_swap_latest", boom)
+    with pytest.raises(OSError, match="LATEST"):
+        _commit(store, "r2")
+    monkeypatch.undo()
+
+    assert (tmp_path / "versions" / "v0002.json").exists()  # written, but not committed
+    assert store.latest() == "v0001" and store.versions() == ["v0001"]
+    assert store.read().height == 5
+    with pytest.raises(StoreError, match="available versions"):
+        store.manifest("v2")
+
+    m = _commit(store, "r2")
+    assert m.created and m.version == "v0002" and m.parent == "v0001"
+    assert store.read().height == 9 and store.read()["solution_id"].n_unique() == 9
+    assert _stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
+
+
+def test_crash_after_latest_before_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    monkeypatch.setattr(ShardStore, "_cleanup_staging", lambda self, run_id: None)
+    m1 = _commit(store, "r1")
+    monkeypatch.undo()
+    assert store.staged_shards("r1") == ["s0"]
+    m2 = _commit(store, "r1")
+    assert not m2.created and m2.version == m1.version == "v0001"
+    assert store.versions() == ["v0001"] and store.read().height == 5
+    assert not (tmp_path / "staging" / "r1").exists()
+
+
+def test_double_commit_is_idempotent(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    m1 = _commit(store, "r1")
+    m2 = _commit(store, "r1")
+    assert m1.created and not m2.created and m2.version == "v0001"
+    assert store.versions() == ["v0001"] and store.read().height == 5
+
+    # re-staging an already committed shard (same or another run) adds nothing
+    _stage(store, "r1", "s0", n=5)
+    assert not _commit(store, "r1").created
+    _stage(store, "r9", "s0", n=5)
+    m3 = _commit(store, "r9")
+    assert not m3.created and store.versions() == ["v0001"] and store.read().height == 5
+    # committing a run with nothing staged at all
+    assert not _commit(store, "never-staged").created
+
+
+def test_stage_is_idempotent_and_marker_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=5)
+    marker = tmp_path / "staging" / "r1" / "s0.done"
+    mtime = marker.stat().st_mtime_ns
+    _stage(store, "r1", "s0", n=99)  # already staged: ignored
+    assert marker.stat().st_mtime_ns == mtime
+
+    # crash while writing the second table: no marker -> not staged -> redone on the next call
+    real = store.fs.write_parquet_atomic
+    seen = []
+
+    def flaky(table, path):
+        seen.append(path)
+        if len(seen) == 2:
+            raise OSError("disk full")
+        return real(table, path)
+
+    monkeypatch.setattr(store.fs, "write_parquet_atomic", flaky)
+    with pytest.raises(Exception, match="disk full"):
+        _stage(store, "r1", "s1", n=4)
+    monkeypatch.undo()
+    assert not store.is_staged("r1", "s1") and store.staged_shards("r1") == ["s0"]
+    _stage(store, "r1", "s1", n=4)
+    assert store.staged_shards("r1") == ["s0", "s1"]
+    assert not list((tmp_path / "staging" / "r1").glob("*.tmp-*"))
+    m = _commit(store, "r1")
+    assert store.read().height == 9 and _stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
+
+
+def test_schema_mismatch_errors(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    sl = make_step_label_rows(2, run_id="r1", shard_id="s0")
+
+    bad = sl.set_column(sl.schema.get_field_index("first_error"), "first_error", pa.array(["x", "y"]))
+    with pytest.raises(ValueError) as ei:
+        store.stage("r1", "s0", {STEP_LABELS: bad})
+    msg = str(ei.value)
+    assert "first_error" in msg and "step_labels" in msg and "s0" in msg and str(tmp_path) in msg
+
+    with pytest.raises(ValueError, match="missing column.*'labels'"):
+        store.stage("r1", "s0", {STEP_LABELS: sl.drop_columns(["labels"])})
+    with pytest.raises(ValueError, match="unexpected column.*'extra'"):
+        store.stage("r1", "s0", {STEP_LABELS: sl.append_column("extra", pa.array([1, 2]))})
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        store.stage("r1", "s0", {"nope": sl})
+    with pytest.raises(ValueError, match="shard_id 's0'.*expected 'other'"):
+        store.stage("r1", "other", {STEP_LABELS: sl})
+    with pytest.raises(ValueError, match="run_id"):
+        store.stage("../evil", "s0", {STEP_LABELS: sl})
+    assert not store.is_staged("r1", "s0")
+
+    # compatible types are cast: int64 first_error, reordered columns, polars input (large_string etc.)
+    ok = sl.set_column(sl.schema.get_field_index("first_error"), "first_error", pa.array([1, -1], pa.int64()))
+    ok = ok.select(list(reversed(ok.column_names)))
+    store.stage("r1", "s0", {STEP_LABELS: ok})
+    store.stage("r1", "s1", {STEP_LABELS: pl.from_arrow(make_step_label_rows(2, run_id="r1", shard_id="s1"))})
+    _commit(store, "r1")
+    df = store.read().sort("solution_id")
+    assert df.columns == STEP_LABELS_SCHEMA.names and df["first_error"].to_list() == [1, -1, -1, 1]
+
+
+def test_errors_name_versions_and_paths(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    with pytest.raises(StoreError, match="no committed version"):
+        store.manifest()
+    _stage(store, "r1", "s0")
+    _commit(store, "r1")
+    assert store.manifest("v1").version == store.manifest("v0001").version == store.manifest("1").version
+    with pytest.raises(StoreError) as ei:
+        store.manifest("v7")
+    assert "v0001" in str(ei.value) and "v0007.json" in str(ei.value)
+    with pytest.raises(StoreError, match="not a version name"):
+        store.manifest("latest-ish")
+    with pytest.raises(ValueError, match="unknown table"):
+        store.scan("nope")
+
+
+def test_tampered_staged_file_is_detected(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0")
+    f = tmp_path / "staging" / "r1" / "s0.step_labels.parquet"
+    pq.write_table(make_step_label_rows(1, shard_id="s0"), f)
+    with pytest.raises(StoreError, match=r"s0\.step_labels\.parquet.*changed after staging"):
+        _commit(store, "r1")
+    assert store.latest() is None
+
+
+def test_empty_store_and_missing_table(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    lf = store.scan()
+    assert isinstance(lf, pl.LazyFrame)
+    df = lf.collect()
+    assert df.height == 0 and df.columns == STEP_LABELS_SCHEMA.names
+    assert df.schema["labels"] == pl.List(pl.Boolean)
+    s = store.summary()
+    assert s["version"] is None and s["versions"] == [] and s["solutions"] == 0 and s["rejects"] == 0
+    assert store.committed_run_ids() == set()
+
+    store.stage("r1", "s0", {STEP_LABELS: make_step_label_rows(2, run_id="r1", shard_id="s0")})
+    _commit(store, "r1")
+    rej = store.read(REJECTS)  # version without any rejects shard
+    assert rej.height == 0 and "reason" in rej.columns
+
+
+def test_summary(tmp_path: Path):
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "s0", n=7, k=4, rejects=3)
+    _commit(store, "r1")
+    s = store.summary()
+    exp = expected_stats([(7, 4)], rejects=3)
+    for key in ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens"):
+        assert s[key] == exp[key], key
+    assert s["version"] == "v0001" and s["versions"] == ["v0001"]
+    assert s["label_balance"] == pytest.approx(16 / 28)
+    json.dumps(s)  # JSON-serialisable for `steplabel inspect --json`
+
+
+def test_explode_steps():
+    sl = make_step_label_rows(3, shard_id="s0", steps_per_solution=2)
+    df = pl.from_arrow(sl)
+    # give one solution no steps and one a missing soft_labels list
+    df = df.with_columns(
+        completions=pl.when(pl.col("solution_id") == "s0-sol2").then(pl.lit([], pl.List(pl.String)))
+        .otherwise(pl.col("completions")),
+        soft_labels=pl.when(pl.col("solution_id") == "s0-sol1").then(None).otherwise(pl.col("soft_labels")),
+    )
+    out = explode_steps(df)
+    assert out.columns == STEP_VIEW_COLUMNS
+    assert out.height == 4
+    assert out["solution_id"].to_list() == ["s0-sol0", "s0-sol0", "s0-sol1", "s0-sol1"]
+    assert out["step_index"].to_list() == [0, 1, 0, 1]
+    assert out["step"].to_list()[1] == "Step 2 of solution 0: compute 0 + 1."
+    # i=0: first_error -1 -> [T, T]; i=1: first_error 1 -> [T, F]
+    assert out["label"].to_list() == [True, True, True, False]
+    assert out["mc_total"].to_list() == [8, 8, 8, 8]
+    assert out["mc_correct"].to_list() == [8, 8, 8, 2]
+    assert out["soft_label"].to_list() == [1.0, 1.0, None, None]
+    # lazy input stays lazy
+    assert isinstance(explode_steps(df.lazy()), pl.LazyFrame)
+
+
+# ---- concurrency ---------------------------------------------------------------------------------------
+def _commit_worker(root: str, run_id: str, shards: list[str], barrier, queue) -> None:
+    try:
+        store = ShardStore(root)
+        for s in shards:
+            _stage(store, run_id, s, n=50, k=3, rejects=2)
+        barrier.wait(timeout=60)
+        m = _commit(store, run_id)
+        queue.put((run_id, m.version, m.parent))
+    except BaseException as e:  # report instead of hanging the parent
+        queue.put((run_id, "error", repr(e)))
+
+
+def test_concurrent_commits_from_two_processes(tmp_path: Path):
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    runs = {"ra": ["a0", "a1", "a2"], "rb": ["b0", "b1"]}
+    procs = [
+        ctx.Process(target=_commit_worker, args=(str(tmp_path), run, shards, barrier, queue))
+        for run, shards in runs.items()
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=90) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert all(r[1] != "error" for r in results), results
+    by_version = sorted((v, parent) for _, v, parent in results)
+    assert by_version == [("v0001", None), ("v0002", "v0001")]
+
+    store = ShardStore(tmp_path)
+    m = store.manifest()
+    assert store.versions() == ["v0001", "v0002"] and set(m.run_ids) == {"ra", "rb"}
+    assert sorted(m.shards) == ["a0", "a1", "a2", "b0", "b1"]
+    df = store.read()
+    assert df.height == 250 and df["solution_id"].n_unique() == 250
+    assert store.read(REJECTS).height == 10
+    assert _stats(m) == {k: 5 * v for k, v in expected_stats([(50, 3)], rejects=2).items()}
+    for entry in m.tables[STEP_LABELS] + m.tables[REJECTS]:  # every file intact
+        pq.read_table(tmp_path / entry.path)
+    assert not list(tmp_path.rglob("*.tmp-*"))
