@@ -23,7 +23,7 @@ DEFAULT_OUT = Path("steplabel-data")
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -121,6 +121,8 @@ def inspect(
     """Show the committed versions and the summary of one (the latest by default)."""
     from storage.store import ShardStore, StoreError
 
+    if not directory.is_dir():
+        _fail(f"{directory}: no such directory")
     store = ShardStore(directory)
     try:
         summary = store.summary(version)
@@ -129,6 +131,8 @@ def inspect(
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
         return
+    if summary["version"] is None:
+        _fail(f"{directory}: no committed version yet (write one with `steplabel run --out {directory}`)", code=1)
     versions = Table(title=f"versions of {directory}")
     for column in ("version", "created", "solutions", "steps", "rejects", "runs"):
         versions.add_column(column)

@@ -19,8 +19,13 @@ _MARKER = "steplabel_gguf_source.json"
 
 
 def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str = "float32",
-                       overwrite: bool = False) -> Path:
+                       add_bos_token: bool | None = None, overwrite: bool = False) -> Path:
     """Write an HF model folder for ``gguf_path`` into ``out_dir`` and return ``out_dir``.
+
+    The saved tokenizer adds BOS exactly when llama.cpp does (the GGUF's ``tokenizer.ggml.add_bos_token``,
+    true for Gemma); transformers' GGUF tokenizer loader drops that flag, and a Gemma prompt without
+    ``<bos>`` gives different (worse) continuations in transformers and vLLM than in llama.cpp.
+    ``add_bos_token`` overrides the GGUF's flag.
 
     ``dtype`` is the dtype of the saved weights ("float32" is safe on any CPU; "bfloat16"/"float16" halve
     the size). A folder already converted from the same file (same size and mtime) is reused unless
@@ -39,7 +44,10 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
     if not gguf.is_file():
         raise FileNotFoundError(gguf)
     stat = gguf.stat()
-    source = {"gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": dtype}
+    if add_bos_token is None:
+        add_bos_token = _gguf_add_bos(gguf)
+    source = {"gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": dtype,
+              "add_bos_token": add_bos_token}
     marker = out / _MARKER
     if not overwrite and marker.is_file():
         try:
@@ -51,7 +59,11 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
     torch_dtype = getattr(torch, dtype)
     folder, name = str(gguf.parent), gguf.name
     log.info("converting %s to an HF model in %s", gguf, out)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, add_bos_token=add_bos_token)
+    if tokenizer.bos_token_id is not None:
+        probe = tokenizer("x").input_ids
+        if add_bos_token != (bool(probe) and probe[0] == tokenizer.bos_token_id):
+            raise RuntimeError(f"could not make the tokenizer add_bos_token={add_bos_token} (got {probe[:3]})")
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
 
@@ -73,6 +85,18 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
     tokenizer.save_pretrained(out)
     marker.write_text(json.dumps(source))
     return out
+
+
+def _gguf_add_bos(gguf: Path) -> bool:
+    """The GGUF's ``tokenizer.ggml.add_bos_token`` (True when absent, as llama.cpp assumes for SPM vocabs)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return True
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.add_bos_token")
+    if field is None or not field.data:
+        return True
+    return bool(field.parts[field.data[0]][0])
 
 
 def _is_tied(model, key: str) -> bool:
