@@ -16,7 +16,9 @@ import pyarrow as pa
 
 from labelers.base import SolutionTask, StepLabels
 from labelers.driver import RolloutSampling, WaveDriver, WaveStats
+from labelers.hybrid import combine
 from labelers.registry import make_labeler
+from labelers.sympy_verifier import verify_solution
 from rollouts.answers import extract_answer
 from rollouts.engines.base import Engine
 from rollouts.grading import Grader
@@ -107,7 +109,9 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
         "first_error": labels.first_error,
         "labeler": config.labeler.name,
         "soft_labels": labels.soft_labels,
+        "labeler_details": json.dumps(labels.extra, sort_keys=True, default=str) if labels.extra else None,
         "tool_verdicts": None,
+        "tool_evidence": None,
         "tool_first_error": None,
         "judge_first_error": None,
         "judge_rationale": None,
@@ -131,6 +135,28 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
         "rollouts_used": labels.rollouts_used,
         "tokens_generated": sol.tokens + labels.tokens_generated,
     }
+
+
+def filter_reason(labels: StepLabels) -> str | None:
+    """Why the labeler itself dropped a solution (SCAN's self-confidence, OmegaPRM's question filter)."""
+    if labels.extra.get("filtered"):
+        return str(labels.extra["filtered"])
+    if labels.extra.get("question_filtered"):
+        return "question_filter_all_right_or_all_wrong"
+    return None
+
+
+def verify_row(row: dict, config: RunConfig) -> None:
+    """Tool verification of one labelled row: sympy verdicts per step, optionally merged into the labels."""
+    settings = config.verification
+    if settings.sympy is None:
+        return
+    verdict = verify_solution(row["completions"], settings.sympy)
+    row["tool_verdicts"] = verdict.verdicts
+    row["tool_evidence"] = verdict.evidence
+    row["tool_first_error"] = verdict.first_refuted
+    if settings.hybrid is not None:
+        row["labels"], row["first_error"] = combine(row["mc_scores"], verdict.verdicts, settings.hybrid)
 
 
 def rollout_judge(grader: Grader) -> Callable[[str, str], bool]:
@@ -198,15 +224,26 @@ def label_shard(
         ),
         on_wave=on_wave,
     )
-    outcome = driver.run(tasks, make_labeler(config.labeler))
+    outcome = driver.run(
+        tasks, make_labeler(config.labeler, step_format=prompt.step_format, chunk_words=prompt.chunk_words)
+    )
 
     label_rows, reject_rows = [], [_sample_reject_row(r, ctx, plan.shard_id) for r in sample_rejects]
     for sol in solutions:
-        if sol.solution_id in outcome.labels:
-            label_rows.append(
-                _label_row(sol, outcome.labels[sol.solution_id], config, ctx, plan.shard_id,
-                           policy.model_name, completer.model_name)
+        labels = outcome.labels.get(sol.solution_id)
+        reason = filter_reason(labels) if labels else None
+        if labels and reason:
+            reject_rows.append(
+                _reject_row(ctx, plan.shard_id, item_id=sol.solution_id, problem_id=sol.problem.problem_id,
+                            solution_id=sol.solution_id, stage="labeling", reason=reason,
+                            detail=f"solution {sol.solution_id}: dropped by {config.labeler.name} ({reason})",
+                            payload=sol.text, tokens=sol.tokens + labels.tokens_generated,
+                            rollouts=labels.rollouts_used)
             )
+        elif labels:
+            row = _label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name, completer.model_name)
+            verify_row(row, config)
+            label_rows.append(row)
         else:
             reject_rows.append(
                 _reject_row(ctx, plan.shard_id, item_id=sol.solution_id, problem_id=sol.problem.problem_id,

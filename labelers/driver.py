@@ -4,6 +4,12 @@ Each wave gathers the pending rollout queries of all active solutions and sends 
 ONE ``generate`` call, queries of the same solution adjacent and prompts byte-identical so prefix caches
 hit. Results are graded and handed back; a solution whose request failed after the engine's retries is
 stopped and reported as failed with the engine's message, never given made-up outcomes.
+
+A labeler may yield an empty list: "resume me after this wave" (it receives an empty list back). This is a
+barrier for labelers that share per-problem state across solutions (SCAN's self-confidence): waiting
+solutions are resumed after every solution that had queries in the wave. A round where every pending
+solution waits makes no engine call and does not count as a wave; two such rounds in a row mean no
+labeler can make progress, which is an error.
 """
 
 from __future__ import annotations
@@ -84,8 +90,19 @@ class WaveDriver:
         for task in tasks:
             run = labeler.label(task)
             self._advance(task.solution_id, run, None, pending, result)
+        idle_rounds = 0
         while pending:
-            order = list(pending)
+            order = [sid for sid in pending if pending[sid][1]]
+            waiting = [sid for sid in pending if not pending[sid][1]]
+            if not order:
+                idle_rounds += 1
+                if idle_rounds > 1:
+                    raise RuntimeError(f"every labeler is waiting and none can proceed: {sorted(waiting)}")
+                for solution_id in waiting:
+                    run, _ = pending.pop(solution_id)
+                    self._advance(solution_id, run, [], pending, result)
+                continue
+            idle_rounds = 0
             requests: list[GenerationRequest] = []
             spans: list[tuple[str, int, int]] = []
             for solution_id in order:
@@ -121,6 +138,10 @@ class WaveDriver:
                     wave_samples += len(flags)
                     wave_tokens += gen.tokens_generated
                 self._advance(solution_id, run, outcomes, pending, result)
+            # Waiting solutions resume after everyone who had queries, so they see this wave's results.
+            for solution_id in waiting:
+                run, _ = pending.pop(solution_id)
+                self._advance(solution_id, run, [], pending, result)
             result.samples += wave_samples
             result.tokens += wave_tokens
             if self.on_wave:
@@ -142,6 +163,4 @@ class WaveDriver:
         except StopIteration as stop:
             result.labels[solution_id] = stop.value
             return
-        if not queries:
-            raise RuntimeError(f"labeler yielded an empty wave for solution {solution_id}")
-        pending[solution_id] = (run, queries)
+        pending[solution_id] = (run, list(queries))  # [] = wait one wave

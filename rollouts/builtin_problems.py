@@ -1,7 +1,8 @@
 """A built-in generator of easy multi-step arithmetic word problems with exact answers.
 
 It is the offline default problem source: two operations on small numbers, the level at which the
-embedded 270M base model solves some but not all samples, which is what makes MC values informative.
+embedded 270M base model solves some but not all samples (about 10% at temperature 0.8 with the
+quick-start prompt, measured on 60 samples), which is what makes MC values informative.
 """
 
 from __future__ import annotations
@@ -22,43 +23,35 @@ class WordProblem:
 
 def _buy_then_give(rng: random.Random) -> WordProblem:
     (name, pronoun), item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(3, 12), rng.randint(2, 9)
-    c = rng.randint(1, a + b - 1)
+    a, b = rng.randint(2, 9), rng.randint(2, 6)
+    c = rng.randint(1, min(a + b - 1, 6))
     question = f"{name} has {a} {item}. {pronoun} buys {b} more {item} and then gives away {c}. How many {item} does {name} have now?"
     return WordProblem(question, a + b - c)
 
 
 def _groups_minus(rng: random.Random) -> WordProblem:
     (name, pronoun), item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(2, 6), rng.randint(2, 8)
-    c = rng.randint(1, a * b - 1)
+    a, b = rng.randint(2, 5), rng.randint(2, 5)
+    c = rng.randint(1, min(a * b - 1, 9))
     question = f"{name} buys {a} bags with {b} {item} in each bag. {pronoun} gives away {c} {item}. How many {item} does {name} have left?"
     return WordProblem(question, a * b - c)
 
 
 def _sell_twice(rng: random.Random) -> WordProblem:
     item = rng.choice(ITEMS)
-    a = rng.randint(15, 40)
-    b = rng.randint(2, a // 2)
-    c = rng.randint(1, a - b - 1)
+    a = rng.randint(10, 20)
+    b = rng.randint(2, 6)
+    c = rng.randint(1, 6)
     question = f"A shop has {a} {item}. It sells {b} {item} in the morning and {c} {item} in the afternoon. How many {item} are left?"
     return WordProblem(question, a - b - c)
 
 
 def _earn_then_spend(rng: random.Random) -> WordProblem:
     name, _ = rng.choice(NAMES)
-    a, b = rng.randint(3, 9), rng.randint(2, 5)
-    c = rng.randint(1, a * b - 1)
+    a, b = rng.randint(2, 6), rng.randint(2, 4)
+    c = rng.randint(1, min(a * b - 1, 9))
     question = f"{name} earns {a} dollars a day for {b} days and then spends {c} dollars. How many dollars does {name} have left?"
     return WordProblem(question, a * b - c)
-
-
-def _two_friends(rng: random.Random) -> WordProblem:
-    (name, _), (friend, _) = rng.sample(NAMES, 2)
-    item = rng.choice(ITEMS)
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
-    question = f"{name} has {a} {item}. {friend} has {b} more {item} than {name}. How many {item} do they have together?"
-    return WordProblem(question, a + (a + b))
 
 
 TEMPLATES: list[Callable[[random.Random], WordProblem]] = [
@@ -66,7 +59,6 @@ TEMPLATES: list[Callable[[random.Random], WordProblem]] = [
     _groups_minus,
     _sell_twice,
     _earn_then_spend,
-    _two_friends,
 ]
 
 

@@ -13,6 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from steplabel.cli_export import export_command, publish_command
+from steplabel.cli_inspect import inspect_command
+from steplabel.cli_report import report_command
 from steplabel.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
@@ -112,47 +115,6 @@ def _print_run_summary(out: Path, result: dict[str, Any], wall: float) -> None:
 
 
 @app.command()
-def inspect(
-    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
-    version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
-    show: Annotated[int, typer.Option("--show", help="print K labelled solutions step by step")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
-) -> None:
-    """Show the committed versions and the summary of one (the latest by default)."""
-    from storage.store import ShardStore, StoreError
-
-    if not directory.is_dir():
-        _fail(f"{directory}: no such directory")
-    store = ShardStore(directory)
-    try:
-        summary = store.summary(version)
-    except StoreError as error:
-        _fail(str(error))
-    if as_json:
-        sys.stdout.write(json.dumps(summary) + "\n")
-        return
-    if summary["version"] is None:
-        _fail(f"{directory}: no committed version yet (write one with `steplabel run --out {directory}`)", code=1)
-    versions = Table(title=f"versions of {directory}")
-    for column in ("version", "created", "solutions", "steps", "rejects", "runs"):
-        versions.add_column(column)
-    for name in store.versions():
-        manifest = store.manifest(name)
-        stats = manifest.stats
-        versions.add_row(name, str(manifest.created_at)[:19], str(stats["solutions"]), str(stats["steps"]),
-                         str(stats["rejects"]), ", ".join(manifest.run_ids))
-    console.print(versions)
-    details = Table(title=f"summary of {summary['version']}", show_header=False)
-    for key in ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens"):
-        details.add_row(key, str(summary[key]))
-    console.print(details)
-    if show:
-        from steplabel.render import render_solutions
-
-        render_solutions(console, store.scan("step_labels", summary["version"]).head(show).collect())
-
-
-@app.command()
 def grade(
     file: Annotated[Path, typer.Argument(help="JSONL with `response` and `reference` per line")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one verdict per line here")] = None,
@@ -177,6 +139,65 @@ def grade(
         highlight=False,
     )
 
+
+@app.command()
+def evaluate(
+    benchmark: Annotated[list[Path], typer.Option("--benchmark", "-b", help="ProcessBench-format file (JSON list or JSONL); repeatable")],
+    method: Annotated[str, typer.Option("--method", "-m", help="math_shepherd | omegaprm | scan | rpe | judge | sympy | hybrid")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="run config for the engine and labeler settings")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: per file and overall metrics")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one prediction per record (id, label, predicted)")] = None,
+) -> None:
+    """Predict each record's first error with METHOD and score it the ProcessBench way (acc_err, acc_cor, F1)."""
+    from steplabel.evaluate import BenchmarkError, load_benchmark, predict_first_errors, processbench_metrics
+
+    try:
+        run_config = load_config(config)
+        files = {str(path): load_benchmark(path) for path in benchmark}
+    except (ConfigError, BenchmarkError, OSError) as error:
+        _fail(str(error))
+    from flows import resources
+
+    engine = None if method == "sympy" else resources.engine_for(run_config.completer_engine)
+    grader = resources.grader_for(run_config.grading)
+    report: dict[str, Any] = {"method": method, "files": {}}
+    all_labels: list[int] = []
+    all_predictions: list[int] = []
+    sink = out.open("w", encoding="utf-8") if out else None
+    try:
+        for name, records in files.items():
+            try:
+                predictions = predict_first_errors(records, method, engine, grader, run_config)
+            except ValueError as error:
+                _fail(f"{name}: {error}")
+            labels = [int(r["label"]) for r in records]
+            report["files"][name] = processbench_metrics(labels, predictions)
+            all_labels += labels
+            all_predictions += predictions
+            for index, (record, predicted) in enumerate(zip(records, predictions, strict=True)):
+                if sink:
+                    sink.write(json.dumps({"id": record.get("id", f"{name}:{index}"), "label": record["label"], "predicted": predicted}) + "\n")
+    finally:
+        resources.close_all()
+        if sink:
+            sink.close()
+    report["overall"] = processbench_metrics(all_labels, all_predictions)
+    if as_json:
+        # An empty subset gives NaN; JSON has no NaN, so it is written as null.
+        sys.stdout.write(json.dumps(report, default=str).replace("NaN", "null") + "\n")
+        return
+    table = Table(title=f"ProcessBench-style evaluation of {method}")
+    for column in ("file", "n", "acc_err", "acc_cor", "F1"):
+        table.add_column(column)
+    for name, metrics in [*report["files"].items(), ("overall", report["overall"])]:
+        table.add_row(name, str(metrics["n"]), f"{100 * metrics['acc_err']:.1f}", f"{100 * metrics['acc_cor']:.1f}", f"{100 * metrics['f1']:.1f}")
+    console.print(table)
+
+
+app.command("inspect")(inspect_command)
+app.command("report")(report_command)
+app.command("export")(export_command)
+app.command("publish")(publish_command)
 
 if __name__ == "__main__":
     app()

@@ -15,7 +15,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from labelers.hybrid_config import HybridConfig
 from labelers.math_shepherd_config import MathShepherdConfig
+from labelers.omegaprm_config import OmegaPRMConfig
+from labelers.rpe_config import RPEConfig
+from labelers.scan_config import ScanConfig
+from labelers.sympy_verifier_config import SympyVerifierConfig
 
 
 class Strict(BaseModel):
@@ -102,20 +107,20 @@ EngineConfig = Annotated[
 
 # ---------------------------------------------------------------- prompting and sampling
 
-FEWSHOT_STEPS_TEMPLATE = """Question: Sara has 4 boxes with 6 pencils in each box. She gives away 5 pencils. How many pencils does she have left?
-Step 1: Sara has 4 * 6 = 24 pencils.
-Step 2: After giving away 5 she has 24 - 5 = 19 pencils.
-The answer is 19.
+FEWSHOT_STEPS_TEMPLATE = """Question: Sara has 4 apples. She buys 3 more apples and then gives away 2. How many apples does Sara have now?
+Step 1: Sara has 4 + 3 = 7 apples.
+Step 2: After giving away 2 she has 7 - 2 = 5 apples.
+The answer is 5.
 
-Question: A baker makes 30 rolls. He sells 12 in the morning and 9 in the afternoon. How many rolls are left?
-Step 1: He sells 12 + 9 = 21 rolls.
-Step 2: He has 30 - 21 = 9 rolls left.
-The answer is 9.
+Question: Ben buys 3 bags with 5 cards in each bag. He gives away 4 cards. How many cards does Ben have left?
+Step 1: Ben has 3 * 5 = 15 cards.
+Step 2: After giving away 4 he has 15 - 4 = 11 cards.
+The answer is 11.
 
-Question: Tom buys 3 books for 7 dollars each and pays with a 50 dollar bill. How much change does he get?
-Step 1: The books cost 3 * 7 = 21 dollars.
-Step 2: His change is 50 - 21 = 29 dollars.
-The answer is 29.
+Question: A shop has 20 pens. It sells 6 pens in the morning and 3 pens in the afternoon. How many pens are left?
+Step 1: After the morning the shop has 20 - 6 = 14 pens.
+Step 2: After the afternoon it has 14 - 3 = 11 pens.
+The answer is 11.
 
 Question: {question}
 """
@@ -158,11 +163,23 @@ class RolloutConfig(Strict):
     max_tokens: int = Field(128, ge=1)
 
 
+class VerificationConfig(Strict):
+    """Tool verification, no LLM needed: sympy checks of each step's arithmetic claims (on by default).
+
+    ``hybrid`` (off by default) turns tool verdicts and MC values into the final labels, GroundedPRM style.
+    """
+
+    sympy: SympyVerifierConfig | None = Field(default_factory=SympyVerifierConfig, description="null: off")
+    hybrid: HybridConfig | None = None
+
+
 class GradingConfig(Strict):
     timeout_s: float = Field(5.0, gt=0)
 
 
-LabelerConfig = Annotated[MathShepherdConfig, Field(discriminator="name")]
+LabelerConfig = Annotated[
+    MathShepherdConfig | OmegaPRMConfig | ScanConfig | RPEConfig, Field(discriminator="name")
+]
 
 # ---------------------------------------------------------------- the run
 
@@ -176,8 +193,9 @@ class RunConfig(Strict):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    labeler: LabelerConfig = Field(default_factory=lambda: MathShepherdConfig(k=4))
+    labeler: LabelerConfig = Field(default_factory=lambda: OmegaPRMConfig(k=4))
     grading: GradingConfig = Field(default_factory=GradingConfig)
+    verification: VerificationConfig = Field(default_factory=VerificationConfig)
     shard_size: int = Field(4, ge=1, description="problems per shard (the unit of work and of resume)")
 
     @property

@@ -1,6 +1,13 @@
-"""Terminal rendering of labelled solutions: every step marked good/bad with its MC score."""
+"""Terminal rendering of labelled solutions: every step marked good/bad with its MC score.
+
+Colours: a BAD step is red; a GOOD step is green when its MC score is >= 0.5 (or unknown), yellow below
+(a "good but shaky" step); the step marked by the judge as its first error, when it differs from the MC
+first error, is flagged with ``judge!``. Step text is appended as plain text (never parsed as rich markup).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import polars as pl
 from rich.console import Console
@@ -8,27 +15,43 @@ from rich.panel import Panel
 from rich.text import Text
 
 
-def _step_style(good: bool, mc: float | None) -> str:
+def _step_style(good: bool | None, mc: float | None) -> str:
+    if good is None:
+        return "dim"
     if not good:
         return "bold red"
     return "green" if mc is None or mc >= 0.5 else "yellow"
 
 
+def _at(values: list[Any] | None, index: int) -> Any:
+    """``values[index]``, or None when the list is missing or shorter (never an error)."""
+    if values is None or index >= len(values):
+        return None
+    return values[index]
+
+
 def render_solutions(console: Console, rows: pl.DataFrame) -> None:
     for row in rows.iter_rows(named=True):
         body = Text()
-        body.append(f"{row['prompt']}\n\n", style="bold")
-        scores = row["mc_scores"] or [None] * len(row["completions"])
-        for index, (step, good, mc) in enumerate(zip(row["completions"], row["labels"], scores, strict=True)):
-            mark = "GOOD" if good else "BAD "
+        body.append(f"{row.get('prompt')}\n\n", style="bold")
+        steps = row.get("completions") or []
+        judge_first = row.get("judge_first_error")
+        for index, step in enumerate(steps):
+            good = _at(row.get("labels"), index)
+            mc = _at(row.get("mc_scores"), index)
+            mark = "????" if good is None else ("GOOD" if good else "BAD ")
             score = "  -  " if mc is None else f"{mc:.2f}"
             body.append(f"[{index}] {mark} mc={score}  ", style=_step_style(good, mc))
-            body.append(step.replace("\n", " ") + "\n")
-        verdict = "correct" if row["final_correct"] else "wrong"
+            if judge_first is not None and judge_first == index and judge_first != row.get("first_error"):
+                body.append("judge! ", style="bold magenta")
+            body.append(str(step).replace("\n", " ") + "\n")
+        verdict = {True: "correct", False: "wrong"}.get(row.get("final_correct"), "ungraded")
+        judge = "" if judge_first is None else f"; judge first error: {judge_first}"
         body.append(
-            f"\nfinal answer {row['final_answer']!r} vs reference {row['reference_answer']!r}: {verdict} "
-            f"({row['grader_layer']}); first error: {row['first_error']}; "
-            f"rollouts {row['rollouts_used']}, tokens {row['tokens_generated']}",
+            f"\nfinal answer {row.get('final_answer')!r} vs reference {row.get('reference_answer')!r}: {verdict} "
+            f"({row.get('grader_layer')}); first error: {row.get('first_error')}{judge}; "
+            f"rollouts {row.get('rollouts_used')}, tokens {row.get('tokens_generated')}",
             style="dim",
         )
-        console.print(Panel(body, title=f"{row['solution_id']} ({row['labeler']})", expand=False))
+        title = Text(f"{row.get('solution_id')} ({row.get('labeler')})")
+        console.print(Panel(body, title=title, expand=False))

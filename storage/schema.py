@@ -27,7 +27,9 @@ STEP_LABELS_SCHEMA = pa.schema(
         ("first_error", pa.int32()),
         ("labeler", pa.string()),
         ("soft_labels", pa.list_(pa.float32())),
+        ("labeler_details", pa.string()),  # JSON: algorithm-specific outputs (OmegaPRM paths, SCAN SC, RPE ratios)
         ("tool_verdicts", pa.list_(pa.string())),
+        ("tool_evidence", pa.list_(pa.string())),  # the failing claim of each refuted step, else null
         ("tool_first_error", pa.int32()),
         ("judge_first_error", pa.int32()),
         ("judge_rationale", pa.string()),

@@ -1,0 +1,162 @@
+"""Sympy step verifier on BIG-Bench Mistake multistep arithmetic (first-error localisation).
+
+Predicted first error = first ``refuted`` step (-1 if none). Prints acc_err (exact first-error index on
+traces with a mistake), acc_cor (traces without a mistake predicted -1), F1 (their harmonic mean,
+ProcessBench style), the false-alarm rate on traces without a mistake, and the step-level precision of
+``refuted`` against the human labels (steps after the labelled first mistake are not scored).
+
+Human labels are noisy: some traces labelled "no mistake" contain plainly wrong arithmetic. Every
+refutation on such a trace is therefore re-checked by an independent evaluator (Python ``ast`` +
+``fractions``, no sympy, no shared parser); a refutation whose claim is confirmed false is a label error,
+not a verifier false alarm. Both the raw rate (vs labels) and the audited rate are reported.
+
+    python benchmarks/verifiers.py [--data ../shared/data/big_bench_mistake/multistep_arithmetic.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from labelers.sympy_verifier import REFUTED, SympyVerifierConfig, verify_solution  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "big_bench_mistake" / "multistep_arithmetic.jsonl"
+
+
+def independent_value(expr: str) -> Fraction | None:
+    """Exact value of a + - * / ^ expression with Python's own parser, or None."""
+    try:
+        tree = ast.parse(expr.replace("^", "**"), mode="eval")
+    except SyntaxError:
+        return None
+
+    def ev(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Add):
+                return a + b
+            if isinstance(node.op, ast.Sub):
+                return a - b
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            if isinstance(node.op, ast.Div):
+                return a / b
+            if isinstance(node.op, ast.Pow) and b.denominator == 1 and abs(b) <= 64:
+                return a ** int(b)
+        raise ValueError(ast.dump(node))
+
+    try:
+        return ev(tree)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def confirmed_false(claim) -> bool:
+    """The refuted claim is false by the independent evaluator (so the refutation is right)."""
+    if claim.kind not in {"arithmetic"}:
+        return False
+    a, b = independent_value(claim.lhs), independent_value(claim.rhs)
+    return a is not None and b is not None and a != b
+
+
+def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
+    n_err = n_cor = hit_err = hit_cor = 0
+    raw_fa = audited_fa = 0
+    tp = fp = 0
+    label_errors: list[dict] = []
+    for idx, row in enumerate(rows):
+        sv = verify_solution(row["steps"], cfg)
+        m = row["mistake_index"]
+        pred = sv.first_refuted
+        if m is None:
+            n_cor += 1
+            hit_cor += pred == -1
+            if pred != -1:
+                raw_fa += 1
+                claim = next(c for c in sv.steps[pred].claims if c.holds is False)
+                if confirmed_false(claim):
+                    label_errors.append({"index": idx, "step": pred, "evidence": sv.evidence[pred]})
+                else:
+                    audited_fa += 1
+        else:
+            n_err += 1
+            hit_err += pred == m
+        upto = len(row["steps"]) if m is None else m + 1
+        for t in range(upto):
+            if sv.verdicts[t] == REFUTED:
+                if m is not None and t == m:
+                    tp += 1
+                else:
+                    fp += 1
+    acc_err = hit_err / n_err if n_err else 0.0
+    acc_cor = hit_cor / n_cor if n_cor else 0.0
+    f1 = 2 * acc_err * acc_cor / (acc_err + acc_cor) if acc_err + acc_cor else 0.0
+    return {
+        "traces": len(rows),
+        "with_mistake": n_err,
+        "without_mistake": n_cor,
+        "acc_err": acc_err,
+        "acc_cor": acc_cor,
+        "f1": f1,
+        "false_alarm_rate_raw": raw_fa / n_cor if n_cor else 0.0,
+        "false_alarm_rate_audited": audited_fa / n_cor if n_cor else 0.0,
+        "label_errors_found": len(label_errors),
+        "label_errors": label_errors,
+        "step_precision_refuted_raw": tp / (tp + fp) if tp + fp else 0.0,
+        "refuted_steps_tp": tp,
+        "refuted_steps_fp": fp,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "verifiers.json")
+    args = parser.parse_args()
+    if not args.data.exists():
+        print(f"skipped: {args.data} not found (BIG-Bench Mistake data lives in ../shared/data)")
+        return 0
+    rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
+    cfg = SympyVerifierConfig()
+    t0 = time.perf_counter()
+    res = evaluate(rows, cfg)
+    res["seconds"] = time.perf_counter() - t0
+    res["data"] = str(args.data)
+    res["config"] = cfg.model_dump()
+    print(f"BIG-Bench Mistake multistep_arithmetic: {res['traces']} traces "
+          f"({res['with_mistake']} with a mistake, {res['without_mistake']} without), {res['seconds']:.1f} s")
+    print(f"{'metric':<40}{'value':>10}")
+    for key, label in [
+        ("acc_err", "acc_err (exact first error)"),
+        ("acc_cor", "acc_cor (no-mistake -> -1)"),
+        ("f1", "F1"),
+        ("false_alarm_rate_raw", "false alarms vs labels (raw)"),
+        ("false_alarm_rate_audited", "false alarms, audited (<= 2%)"),
+        ("step_precision_refuted_raw", "step precision of refuted (raw)"),
+    ]:
+        print(f"{label:<40}{100 * res[key]:>9.1f}%")
+    print(f"{'label errors (confirmed wrong claims)':<40}{res['label_errors_found']:>10d}")
+    print(f"{'refuted steps tp / fp (raw)':<40}{res['refuted_steps_tp']:>5d} /{res['refuted_steps_fp']:>3d}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

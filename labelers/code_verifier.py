@@ -1,0 +1,132 @@
+"""GenPRM-style code verification of steps (ALGORITHMS.md section 5.2; DESIGN.md section 7).
+
+For step t a model gets the question, the earlier steps and step t, and answers with ``<analyze>...</analyze>``
+then ``<verify>`` holding a fenced ```python block that asserts what step t claims. The last fenced python
+block is run in :func:`rollouts.sandbox.run_python`:
+
+* exit 0                      -> ``verified``
+* AssertionError              -> ``refuted`` (the assertion message/traceback tail is the evidence)
+* anything else (no code, other exception, timeout, killed, output limit) -> ``unknown``
+
+The pure parts (:func:`build_prompt`, :func:`extract_code`, :func:`verdict_from_result`) need no engine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from labelers.code_verifier_config import CodeVerifierConfig
+from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from rollouts.sandbox import SandboxResult, run_python
+
+__all__ = ["CodeVerdict", "build_prompt", "extract_code", "verdict_from_result", "verify_steps_with_code"]
+
+PROMPT_TEMPLATE = """You are checking one step of a math solution with Python.
+
+Question:
+{question}
+
+Earlier steps:
+{previous}
+
+Step {index} to check:
+{step}
+
+First explain inside <analyze></analyze> what step {index} claims. Then, inside <verify></verify>, write one
+```python``` block that recomputes the claim from the question and earlier steps and uses `assert` to check it
+(print intermediate values). Use only the standard library and sympy. The check must fail with an
+AssertionError exactly when step {index} is wrong.
+
+<analyze>
+"""
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_FENCE_OPEN = re.compile(r"```[ \t]*(?:python|py|python3)[ \t]*\n(.*)\Z", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass
+class CodeVerdict:
+    verdict: str  # verified | refuted | unknown
+    code: str | None
+    evidence: str | None
+    sandbox: SandboxResult | None = None
+    tokens: int = 0
+
+
+def build_prompt(question: str, steps: list[str] | tuple[str, ...], index: int) -> str:
+    """Prompt asking for a Python check of ``steps[index]`` (0-based; shown 1-based to the model)."""
+    if not 0 <= index < len(steps):
+        raise IndexError(f"step index {index} out of range for {len(steps)} steps")
+    previous = "\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps[:index])) or "(none)"
+    return PROMPT_TEMPLATE.format(question=question.strip(), previous=previous, index=index + 1,
+                                  step=steps[index].strip())
+
+
+def extract_code(output: str) -> str | None:
+    """The last fenced python block of a model output (preferring the ``<verify>`` part; an unclosed final
+    block counts), or None."""
+    verify = output.rfind("<verify>")
+    for text in ([output[verify:]] if verify != -1 else []) + [output]:
+        blocks = [b for b in _FENCE.findall(text) if b.strip()]
+        if blocks:
+            return blocks[-1].strip("\n")
+    tail = _FENCE_OPEN.search(output)
+    if tail and tail.group(1).strip() and "```" not in tail.group(1):
+        return tail.group(1).split("</verify>")[0].rstrip()
+    return None
+
+
+def verdict_from_result(result: SandboxResult | None) -> tuple[str, str | None]:
+    """Map a sandbox run to (verdict, evidence)."""
+    if result is None:
+        return "unknown", "no python block in the model output"
+    if result.status == "ok" and result.exit_code == 0:
+        return "verified", None
+    if result.status == "error" and _is_assertion(result.stderr):
+        lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+        return "refuted", lines[-1] if lines else "AssertionError"
+    return "unknown", f"sandbox {result.status}: {result.detail}".strip()
+
+
+def _is_assertion(stderr: str) -> bool:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return bool(lines) and lines[-1].startswith("AssertionError")
+
+
+def verify_steps_with_code(
+    engine: Engine,
+    question: str,
+    steps: list[str] | tuple[str, ...],
+    config: CodeVerifierConfig | None = None,
+    *,
+    runner: Callable[..., SandboxResult] = run_python,
+) -> list[CodeVerdict]:
+    """One ``engine.generate`` call for every step's check, then one sandbox run per extracted block."""
+    cfg = config or CodeVerifierConfig()
+    requests = [
+        GenerationRequest(
+            prompt=build_prompt(question, steps, i), n=1, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+            top_p=cfg.top_p, stop=cfg.stop, seed=derive_seed(cfg.seed, "code_verifier", question, i, steps[i]),
+        )
+        for i in range(len(steps))
+    ]
+    results = engine.generate(requests) if requests else []
+    if len(results) != len(requests):
+        raise RuntimeError(f"engine returned {len(results)} results for {len(requests)} requests")
+    out: list[CodeVerdict] = []
+    for res in results:
+        if res.error or not res.completions:
+            out.append(CodeVerdict("unknown", None, f"engine error: {res.error or 'no completion'}"))
+            continue
+        comp = res.completions[0]
+        code = extract_code(comp.text)
+        if code is None:
+            out.append(CodeVerdict("unknown", None, "no python block in the model output", tokens=comp.tokens))
+            continue
+        sb = runner(code, cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb,
+                    max_output_bytes=cfg.max_output_bytes)
+        verdict, evidence = verdict_from_result(sb)
+        out.append(CodeVerdict(verdict, code, evidence, sb, tokens=comp.tokens))
+    return out

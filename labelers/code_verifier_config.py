@@ -1,0 +1,20 @@
+"""Settings of the GenPRM-style code verifier (ALGORITHMS.md section 5.2): a model writes a Python check for
+one step, the check runs in :mod:`rollouts.sandbox`, and its outcome becomes the step's verdict."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CodeVerifierConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(768, ge=16, description="generation budget of the model's analysis + check")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy: one deterministic check per step")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, description="base seed; each step's request seed is derived from it")
+    stop: tuple[str, ...] = Field(("</verify>",), description="generation stops after the verify block")
+    cpu_s: float = Field(2.0, gt=0, description="sandbox CPU seconds per check")
+    wall_s: float = Field(5.0, gt=0, description="sandbox wall seconds per check")
+    memory_mb: int = Field(512, ge=64, description="sandbox address-space limit (sympy needs ~150 MB)")
+    max_output_bytes: int = Field(16_000, ge=256)

@@ -1,0 +1,296 @@
+"""OmegaPRM: binary search for the first error, optionally inside the OmegaPRM tree search.
+
+Formulas and defaults: :mod:`labelers.omegaprm_config`. One ``label(task)`` call per solution:
+
+* ``binary_search``: search the solution itself. A correct final answer means MC(full solution) > 0, so
+  every step is good and no rollouts are spent. Otherwise the full solution is a known MC = 0 state and
+  the search keeps ``lo`` (longest prefix known to succeed, the question at first) and ``hi`` (shortest
+  prefix known to fail), rolling out k times from the middle prefix until ``hi = lo + 1``: the first
+  error is step ``hi - 1`` (0-based). At most ``ceil(log2 M)`` MC estimates for an M-step solution.
+* ``tree``: the tree is rooted at the solution's question. The root is estimated with ``filter_k``
+  rollouts (the question filter: all right or all wrong stops the tree there); the solution is the first
+  searched rollout; then wrong-answer rollouts of states with 0 < MC < 1 form the candidate pool and the
+  search pops ``argmax Q + U`` until the search limit, the rollout budget or an empty pool. Rollout texts
+  are cut into steps with ``step_format`` (see :class:`OmegaPRMConfig`). Every state created by a search is
+  kept; states before the first error are good, the error state has MC = 0.
+
+Differences from public code, on purpose (ALGORITHMS.md 2.7): a selected (state, rollout) leaves the pool
+for good (openr PR #98); N(s) of the selected state is incremented; answers are graded by the driver's
+grader (no substring test); a prefix already estimated in this tree is reused, not rolled out again.
+Rollout length in Q is counted in words of the text, since engines report tokens per request, not per
+sample.
+
+Labels per step (for the solution and for every searched path): a step belongs to the edge ending at the
+first estimated state that contains it; its MC is that state's MC (the paper's edge label, §3.4). Steps
+after the first error are labelled bad with MC 0 and no rollouts (``mc_total`` 0), as the error state's
+MC = 0 makes every longer prefix fail. ``mc_correct`` / ``mc_total`` hold the real counts only where a
+prefix was estimated (the last step: its own graded final answer, 1 sample), 0 elsewhere.
+
+``StepLabels.extra``: ``paths`` (every searched path: {steps, labels, mc, soft}), ``pairs`` (pairwise
+mode), ``searches``, ``states``, ``root_mc``, ``question_filtered`` (tree mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+from labelers.base import LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels
+from labelers.omegaprm_config import OmegaPRMConfig
+from rollouts.steps import split_steps
+
+Search = Generator[list[RolloutQuery], list[RolloutOutcome], "list[State]"]
+
+
+@dataclass(eq=False)
+class State:
+    """A node (q, x_1..t): its statistics N, MC and the rollouts that estimated it."""
+
+    steps: tuple[str, ...]
+    parent: State | None = None
+    visits: int = 0  # N(s)
+    correct: int = 0
+    total: int = 0
+    estimated: bool = False  # MC known (rolled out, or a graded complete rollout)
+    rollouts: tuple[str, ...] = ()
+    flags: tuple[bool, ...] = ()
+    children: list[State] = field(default_factory=list)
+
+    @property
+    def mc(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    def chain(self) -> list[State]:
+        """Root -> self."""
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+
+@dataclass(eq=False)
+class Candidate:
+    state: State
+    text: str
+    words: int
+    order: int  # insertion order: ties go to the earliest candidate
+
+
+class OmegaTree:
+    """The state tree and candidate pool of one search (pure bookkeeping, no I/O)."""
+
+    def __init__(self, config: OmegaPRMConfig) -> None:
+        self.config = config
+        self.root = State(steps=())
+        self.by_steps: dict[tuple[str, ...], State] = {(): self.root}
+        self.pool: list[Candidate] = []
+        self._order = 0
+        self.rollouts = 0
+        self.tokens = 0
+        self.searches = 0
+
+    # ---------------------------------------------------------------- statistics
+
+    def record(self, state: State, outcome: RolloutOutcome, *, pool: bool) -> None:
+        """Add an MC estimate to ``state``: N += 1, counts, and its wrong rollouts to the pool if 0 < MC < 1."""
+        state.visits += 1
+        state.correct += outcome.correct
+        state.total += outcome.total
+        state.estimated = True
+        state.rollouts += outcome.texts
+        state.flags += outcome.correct_flags
+        self.rollouts += outcome.total
+        self.tokens += outcome.tokens
+        if pool and 0.0 < state.mc < 1.0:
+            for text, ok in zip(outcome.texts, outcome.correct_flags, strict=True):
+                if not ok:
+                    self.pool.append(Candidate(state, text, len(text.split()), self._order))
+                    self._order += 1
+
+    def child(self, steps: tuple[str, ...], parent: State) -> State:
+        state = self.by_steps.get(steps)
+        if state is None:
+            state = State(steps=steps, parent=parent)
+            self.by_steps[steps] = state
+            parent.children.append(state)
+        return state
+
+    def q_value(self, candidate: Candidate) -> float:
+        c = self.config
+        return c.alpha ** (1.0 - candidate.state.mc) * c.beta ** (candidate.words / c.length_scale)
+
+    def u_value(self, state: State) -> float:
+        total_visits = sum(s.visits for s in self.by_steps.values())
+        return self.config.c_puct * math.sqrt(total_visits) / (1 + state.visits)
+
+    def score(self, candidate: Candidate) -> float:
+        return self.q_value(candidate) + self.u_value(candidate.state)
+
+    def select(self) -> Candidate:
+        """Pop argmax Q + U (earliest on ties); the pair never returns to the pool; N(s) += 1."""
+        best = max(self.pool, key=lambda cand: (self.score(cand), -cand.order))
+        self.pool.remove(best)
+        best.state.visits += 1
+        return best
+
+    # ---------------------------------------------------------------- the binary search
+
+    def binary_search(self, start: State, rollout: tuple[str, ...], *, pool: bool) -> Search:
+        """First error of ``start.steps + rollout``, a complete rollout with a wrong final answer.
+
+        Yields one query per MC estimate; returns the searched path: the good states from the root to
+        the last good prefix, then the error state (MC = 0). Estimated prefixes become states: each good
+        one is the parent of the next, a bad one hangs off the good state current when it was estimated.
+        """
+        self.searches += 1
+        lo, hi = 0, len(rollout)
+        parent = start
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            state = self.child(start.steps + rollout[:mid], parent)
+            if not state.estimated:
+                outcomes = yield [RolloutQuery(steps=state.steps, k=self.config.k)]
+                self.record(state, outcomes[0], pool=pool)
+            if state.correct > 0:
+                lo, parent = mid, state
+            else:
+                hi = mid
+        error = self.child(start.steps + rollout[:hi], parent)
+        if not error.estimated:  # the complete rollout: its own graded (wrong) final answer
+            error.correct, error.total, error.estimated = 0, 1, True
+        return [*parent.chain(), error]
+
+
+def path_mc(path: list[State], n_steps: int) -> list[State | None]:
+    """For steps 0..n_steps-1 of a searched path: the state whose edge contains each step."""
+    chain = [s for s in path if s.steps]
+    owners: list[State | None] = []
+    for t in range(n_steps):
+        owners.append(next((s for s in chain if len(s.steps) >= t + 1), None))
+    return owners
+
+
+class OmegaPRMLabeler:
+    name = "omegaprm"
+
+    def __init__(self, config: OmegaPRMConfig, *, step_format: str | None = None, chunk_words: int | None = None) -> None:
+        self.config = config
+        self.step_format = config.step_format or step_format or "step_pattern"
+        self.chunk_words = chunk_words if (config.step_format is None and chunk_words) else config.chunk_words
+
+    def split(self, text: str) -> tuple[str, ...]:
+        return tuple(split_steps(text, self.step_format, self.chunk_words))
+
+    def label(self, task: SolutionTask) -> LabelerRun:
+        config = self.config
+        tree = OmegaTree(config)
+        tree_mode = config.mode == "tree"
+        filtered = False
+        if tree_mode:
+            root_k = config.filter_k or config.k
+            outcomes = yield [RolloutQuery(steps=(), k=root_k)]
+            filtered = config.filter_k > 0 and outcomes[0].correct in (0, outcomes[0].total)
+            tree.record(tree.root, outcomes[0], pool=not filtered)
+
+        paths: list[dict[str, object]] = []
+        # The solution: the first searched rollout (a correct one is a good leaf, nothing to search).
+        if task.final_correct:
+            end = tree.child(task.steps, tree.root)
+            end.correct, end.total, end.estimated = 1, 1, True
+            solution_path = [tree.root, end]
+        else:
+            solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode and not filtered)
+            paths.append(self._path(solution_path))
+
+        if tree_mode and not filtered:
+            while (
+                tree.pool
+                and tree.searches < config.search_limit
+                and (config.rollout_budget is None or tree.rollouts < config.rollout_budget)
+            ):
+                candidate = tree.select()
+                rollout = self.split(candidate.text)
+                if not rollout:
+                    continue
+                path = yield from tree.binary_search(candidate.state, rollout, pool=True)
+                paths.append(self._path(path))
+
+        labels = self._solution_labels(task, tree, solution_path)
+        labels.extra = {
+            "paths": paths,
+            "searches": tree.searches,
+            "states": len(tree.by_steps),
+        }
+        if tree_mode:
+            labels.extra.update(root_mc=tree.root.mc, question_filtered=filtered)
+        if config.label_mode == "pairwise":
+            labels.extra["pairs"] = pairs(tree)
+        return labels
+
+    def _soft(self, mc: float) -> float:
+        return float(mc > 0) if self.config.label_mode == "hard" else mc
+
+    def _path(self, path: list[State]) -> dict[str, object]:
+        error = path[-1]
+        owners = path_mc(path, len(error.steps))
+        mc = [o.mc if o else 0.0 for o in owners]
+        return {
+            "steps": list(error.steps),
+            "labels": [value > 0 for value in mc],
+            "mc": mc,
+            "soft": [self._soft(value) for value in mc],
+        }
+
+    def _solution_labels(self, task: SolutionTask, tree: OmegaTree, path: list[State]) -> StepLabels:
+        n = len(task.steps)
+        error_index = -1 if task.final_correct else len(path[-1].steps) - 1
+        owners = path_mc(path, n)
+        mc_scores, labels, mc_correct, mc_total = [], [], [], []
+        for t in range(n):
+            measured = tree.by_steps.get(task.steps[: t + 1])
+            measured = measured if measured is not None and measured.estimated else None
+            if measured is None and t == n - 1:  # the last step: its own graded final answer, one sample
+                mc_correct.append(int(task.final_correct))
+                mc_total.append(1)
+            else:
+                mc_correct.append(measured.correct if measured else 0)
+                mc_total.append(measured.total if measured else 0)
+            if error_index == -1 or t <= error_index:
+                value = owners[t].mc if owners[t] else 0.0
+            else:
+                value = 0.0  # after the first error
+            mc_scores.append(value)
+            labels.append(error_index == -1 or t < error_index)
+        return StepLabels(
+            labels=labels,
+            mc_scores=mc_scores,
+            mc_correct=mc_correct,
+            mc_total=mc_total,
+            soft_labels=[self._soft(v) for v in mc_scores],
+            first_error=error_index,
+            rollouts_used=tree.rollouts,
+            tokens_generated=tree.tokens,
+        )
+
+
+def pairs(tree: OmegaTree) -> list[dict[str, object]]:
+    """Bradley-Terry pairs of sibling actions with different MC: P(chosen > rejected) = (1 + p - q) / 2."""
+    out: list[dict[str, object]] = []
+    for state in tree.by_steps.values():
+        kids = [c for c in state.children if c.estimated]
+        for i, a in enumerate(kids):
+            for b in kids[i + 1 :]:
+                if a.mc == b.mc:
+                    continue
+                hi, lo = (a, b) if a.mc > b.mc else (b, a)
+                out.append({
+                    "prefix": list(state.steps),
+                    "chosen": list(hi.steps[len(state.steps) :]),
+                    "rejected": list(lo.steps[len(state.steps) :]),
+                    "mc_chosen": hi.mc,
+                    "mc_rejected": lo.mc,
+                    "p_chosen": (1 + hi.mc - lo.mc) / 2,
+                })
+    return out

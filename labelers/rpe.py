@@ -1,0 +1,70 @@
+"""GenPRM relative progress estimation (RPE) labels: formulas in :mod:`labelers.rpe_config`.
+
+One wave per solution: k rollouts from the question (MC(s_1), the base of step 1's ratio) and from every
+proper step prefix; the last step is its own graded final answer. ``extra["relative_progress"]`` holds
+the raw ratios P_t (None where MC(s_t) = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labelers.base import LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels, first_false
+from labelers.rpe_config import RPEConfig
+
+
+def relative_progress(base_mc: float, mc: Sequence[float]) -> list[float | None]:
+    """P_t = MC(s_{t+1}) / MC(s_t), MC(s_0) = base_mc; None where the denominator is 0.
+
+    ``mc`` must already have every value after the first zero set to 0 (:func:`zero_after_first_error`).
+    """
+    before = [base_mc, *mc[:-1]]
+    return [after / prev if prev > 0 else None for prev, after in zip(before, mc, strict=True)]
+
+
+def zero_after_first_error(mc: Sequence[float]) -> list[float]:
+    out, seen_zero = [], False
+    for value in mc:
+        seen_zero = seen_zero or value == 0
+        out.append(0.0 if seen_zero else value)
+    return out
+
+
+def rpe_labels(base_mc: float, mc: Sequence[float], threshold: float) -> tuple[list[bool], list[float], list[float | None]]:
+    """(labels, soft labels, raw ratios) for per-step MC values and the question's MC.
+
+    Each step is labelled by its own ratio, as GenPRM does: a step after a failing ratio may be good again
+    while MC stays above 0; the first error (ProcessBench) is the first failing ratio.
+    """
+    ratios = relative_progress(base_mc, zero_after_first_error(mc))
+    labels = [p is not None and p >= threshold for p in ratios]
+    soft = [min(p, 1.0) if p is not None else 0.0 for p in ratios]
+    return labels, soft, ratios
+
+
+class RPELabeler:
+    name = "rpe"
+
+    def __init__(self, config: RPEConfig) -> None:
+        self.config = config
+
+    def label(self, task: SolutionTask) -> LabelerRun:
+        k = self.config.k
+        prefixes = [task.steps[:t] for t in range(0, len(task.steps))]  # () = the question itself
+        outcomes: list[RolloutOutcome] = yield [RolloutQuery(steps=p, k=k) for p in prefixes]
+        base, per_prefix = outcomes[0], outcomes[1:]
+        final = RolloutOutcome(correct=int(task.final_correct), total=1, tokens=0)
+        per_step = [*per_prefix, final]
+        mc = [o.mc for o in per_step]
+        labels, soft, ratios = rpe_labels(base.mc, mc, self.config.threshold)
+        return StepLabels(
+            labels=labels,
+            mc_scores=mc,
+            mc_correct=[o.correct for o in per_step],
+            mc_total=[o.total for o in per_step],
+            soft_labels=soft,
+            first_error=first_false(labels),
+            rollouts_used=sum(o.total for o in outcomes),
+            tokens_generated=sum(o.tokens for o in outcomes),
+            extra={"relative_progress": ratios, "question_mc": base.mc},
+        )

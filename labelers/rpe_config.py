@@ -1,0 +1,27 @@
+"""Settings of the RPE labeler: GenPRM's relative progress estimation (Zhao et al., arXiv 2504.00891;
+ALGORITHMS.md section 5.2, Eq. 10-11).
+
+MC values as Math-Shepherd (k rollouts from every prefix, the last step its own graded final answer),
+plus MC(s_1) of the bare question (GenPRM: the Pass@1 of the generation phase; here k rollouts from the
+empty prefix). Once the first step with MC = 0 is found, later MC values are set to 0 (GenPRM). Then
+
+    P_t = MC(s_{t+1}) / MC(s_t)        label_t = 1[P_t >= threshold]        (threshold 0.8)
+
+with the guard MC(s_t) = 0 -> label 0 (only after the first error, where the label is already 0).
+Ablation (GenPRM Table 3): hard MC > 0 73.2, ratio >= 0.8 75.2, ratio >= 1.0 72.3.
+``soft_labels`` = min(P_t, 1). GenPRM's dynamic K (128/64/32 by Pass@1) is not implemented: k is fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RPEConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["rpe"] = "rpe"
+    k: int = Field(8, ge=1, description="rollouts per step prefix and for the question's MC")
+    threshold: float = Field(0.8, gt=0, description="epsilon: label = MC(t+1)/MC(t) >= threshold (GenPRM: 0.8)")

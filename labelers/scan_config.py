@@ -1,0 +1,46 @@
+"""Settings of the SCAN labeler (Ding et al., 2025; ALGORITHMS.md section 3).
+
+Self-confidence of the completer on question q (project page; code ``generation_accuracy``):
+
+    SC(q) = (1/N) * sum_j 1[answer of r_j = a*],   r_j ~ pi(. | q)
+
+Questions with SC >= 0.75 are "confident": their correct solutions are labelled good with no rollouts.
+Other solutions are scanned forward, k rollouts from steps[:t+1] for t = 0, 1, ..., stopping at the first
+t with c_t = 0 (the predicted error e; the last step is its own graded final answer). Soft labels with
+tolerance distance d (code: d = 2):
+
+    y_t = min(c_t / SC, 1)   for e - d <= t < e;     y_e = 0;     y_t = 1 for t < e - d
+
+Paper / code: N = 128 samples at T = 1.0, k = 8, SC threshold 0.75, d = 2; questions below the threshold
+are dropped, incorrect responses with no zero are discarded, positives and negatives are sampled down to
+the same count (:func:`labelers.scan.balance`).
+
+Here SC is estimated from the shard's own sampled solutions of the problem (``sc_from_solutions``: their
+graded final answers are policy samples from the question) topped up with ``sc_samples - #solutions``
+extra samples from the question (empty prefix, rollout sampling settings), estimated once per problem
+and shared by its solutions. The top-up cost is charged to the solution that issued it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScanConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["scan"] = "scan"
+    k: int = Field(8, ge=1, description="rollouts per scanned prefix (code: 8)")
+    sc_samples: int = Field(32, ge=1, description="policy samples behind SC (paper: 128)")
+    sc_from_solutions: bool = Field(
+        True, description="count the problem's sampled solutions of this shard as SC samples before topping up"
+    )
+    confidence_threshold: float = Field(0.75, ge=0, le=1, description="SC >= this: correct solutions need no rollouts")
+    tolerance: int = Field(2, ge=0, description="d: steps before the predicted error that get min(c_t/SC, 1)")
+    below_threshold: Literal["scan", "skip"] = Field(
+        "scan",
+        description="questions with SC < threshold: scan every solution (default), or skip them with no rollouts "
+        "as the paper drops them (labels from the final answer only, flagged extra['filtered'])",
+    )

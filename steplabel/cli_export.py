@@ -1,0 +1,103 @@
+"""``steplabel export`` and ``steplabel publish``.
+
+These are plain functions with their Typer options on the signatures; steplabel/cli.py registers them:
+
+    from steplabel.cli_export import export_command, publish_command
+    app.command("export")(export_command)
+    app.command("publish")(publish_command)
+
+(This module does not import steplabel.cli, so the registration cannot be circular.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+FORMAT_HELP = "trl (default: prompt/completions/labels) | math-shepherd | prm800k (JSONL) | openr"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _open_store(directory: Path):
+    from storage.store import ShardStore
+
+    if not directory.is_dir():
+        _fail(f"{directory} is not a directory (expected a dataset written by `steplabel run`)")
+    store = ShardStore(directory)
+    if store.latest() is None:
+        _fail(f"{directory} has no committed version (no {directory / 'LATEST'})")
+    return store
+
+
+def export_command(
+    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    format: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "trl",
+    out: Annotated[Path, typer.Option("--out", "-o", help="write OUT/<format>/<split>-00000-of-00001.parquet")] = Path("export"),
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
+    split_ratio: Annotated[
+        Optional[str], typer.Option("--split-ratio", help="e.g. train=0.9,test=0.1 (by problem); default: one train split")
+    ] = None,
+    stop_at_first_error: Annotated[
+        bool, typer.Option("--stop-at-first-error", help="prm800k only: list steps up to the first bad one (phase 2)")
+    ] = False,
+) -> None:
+    """Export a version of the dataset in a PRM training format."""
+    from storage.exporters import FORMATS, export_version
+    from storage.store import StoreError
+
+    if format not in FORMATS:
+        _fail(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+    store = _open_store(directory)
+    options = {"stop_at_first_error": True} if stop_at_first_error and format == "prm800k" else {}
+    try:
+        files = export_version(store, version, format, out, split_ratio, **options)
+    except (ValueError, StoreError) as error:
+        _fail(str(error))
+    for path in files:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def publish_command(
+    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repository, ORG/NAME")],
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
+    private: Annotated[bool, typer.Option("--private", help="create the repository as private")] = False,
+    dry_run: Annotated[
+        Optional[Path], typer.Option("--dry-run", help="write the commit's files to this empty directory; no network")
+    ] = None,
+    split_ratio: Annotated[
+        Optional[str], typer.Option("--split-ratio", help="e.g. train=0.9,test=0.1 (by problem); default: one train split")
+    ] = None,
+) -> None:
+    """Publish a version to the Hugging Face Hub: one commit (all formats, card, manifest) and a tag."""
+    from storage.publish import publish
+    from storage.store import StoreError
+
+    store = _open_store(directory)
+    try:
+        result = publish(store, repo_id, version=version, private=private, dry_run=dry_run, split_ratio=split_ratio)
+    except ImportError as error:
+        _fail(f"publishing needs huggingface_hub ({error}); pip install huggingface_hub")
+    except (ValueError, StoreError) as error:
+        _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - Hub errors (auth, network): one line, no traceback, no token
+        _fail(f"publishing {repo_id} failed: {type(error).__name__}: {error}", code=1)
+    rows = ", ".join(f"{cfg} {sum(splits.values())}" for cfg, splits in result.rows.items())
+    if result.dry_run is not None:
+        console.print(f"dry run: {len(result.files)} files for {repo_id}@{result.version} in {result.dry_run} ({rows})", highlight=False)
+    else:
+        console.print(
+            f"published {result.version} to {repo_id}: {len(result.files)} files ({rows}), tag {result.tag}"
+            + (f"\n{result.commit_url}" if result.commit_url else ""),
+            highlight=False,
+        )

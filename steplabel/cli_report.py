@@ -1,0 +1,39 @@
+"""``steplabel report DIR --out report.html``: write one self-contained HTML report of a version.
+
+Registered in :mod:`steplabel.cli` as ``app.command("report")(report_command)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from steplabel.cli_inspect import _fail, _one_line
+
+console = Console()
+
+
+def report_command(
+    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")] = Path("report.html"),
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=0, help="solutions in the sample browser")] = 50,
+) -> None:
+    """Write one self-contained HTML file (inline SVG plots, sample browser; no network needed)."""
+    from steplabel.report import write_report
+    from storage.store import ShardStore, StoreError
+
+    if not directory.is_dir():
+        _fail(f"{directory}: no such directory")
+    if out.exists() and out.is_dir():
+        _fail(f"{out}: is a directory (expected an .html file path)")
+    try:
+        path = write_report(ShardStore(directory), version, out, samples=samples)
+    except StoreError as error:
+        _fail(_one_line(error))
+    except OSError as error:
+        _fail(f"cannot write {out}: {_one_line(error)}")
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", highlight=False)

@@ -1,0 +1,258 @@
+"""ProcessBench-style evaluation of first-error predictions (ALGORITHMS.md section 6).
+
+Pure functions; the ``steplabel evaluate`` command wires them to files, engines and configs.
+
+* :func:`load_benchmark` reads a JSON list or a JSONL file of records ``{problem, steps, label, id?}``
+  (``label``: 0-based index of the earliest wrong step, -1 when every step is right).
+* :func:`processbench_metrics`: acc_err (exact index on records with label != -1), acc_cor (on label == -1)
+  and their harmonic mean F1. An empty subset gives NaN for its accuracy and for F1.
+* :func:`predict_first_errors` returns each record's predicted first error with one of the methods:
+
+  - an MC labeler (math_shepherd, omegaprm, scan, rpe) run through the wave driver; needs an engine and
+    the gold ``answer`` (or ``reference``) of each record;
+  - ``judge``: the LLM judge of :mod:`labelers.judge` (critique, index in ``\\boxed{}``, vote over
+    ``samples``); needs an engine, no gold answer. A record whose judge output had no valid index is
+    predicted ``None``, which the metric counts as wrong on both subsets (as ProcessBench does);
+  - ``sympy``: the first step :mod:`labelers.sympy_verifier` refutes, -1 if none; no engine, no answer;
+  - ``hybrid``: an MC labeler's per-step MC values (``config.labeler`` when it is an MC labeler, else
+    math_shepherd) combined with the sympy verdicts by :func:`labelers.hybrid.combine`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from labelers.base import SolutionTask, StepLabels
+from labelers.driver import RolloutSampling, WaveDriver
+from labelers.hybrid import combine
+from labelers.hybrid_config import HybridConfig
+from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
+from labelers.judge_config import JudgeConfig
+from labelers.registry import LABELERS, make_labeler
+from labelers.sympy_verifier import verify_solution
+from labelers.sympy_verifier_config import SympyVerifierConfig
+from rollouts.answers import extract_answer
+from rollouts.engines.base import Engine
+from rollouts.grading import Grader
+from rollouts.prompts import prefix_prompt
+
+TOOL_METHODS = ("judge", "sympy", "hybrid")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file or record that cannot be used; the message names the file and the record."""
+
+
+def _check_record(record: Any, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise BenchmarkError(f"{where}: a record must be an object, got {type(record).__name__}")
+    for key in ("problem", "steps", "label"):
+        if key not in record:
+            raise BenchmarkError(f"{where}: missing field {key!r}")
+    if not isinstance(record["problem"], str) or not record["problem"].strip():
+        raise BenchmarkError(f"{where}: 'problem' must be a non-empty string")
+    steps = record["steps"]
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+        raise BenchmarkError(f"{where}: 'steps' must be a non-empty list of strings")
+    label = record["label"]
+    if isinstance(label, bool) or not isinstance(label, int) or not -1 <= label < len(steps):
+        raise BenchmarkError(f"{where}: 'label' must be an integer in [-1, {len(steps) - 1}], got {label!r}")
+    return record
+
+
+def load_benchmark(path: str | Path) -> list[dict]:
+    """Records of a ProcessBench-style file: a JSON list, or JSONL (one object per line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise BenchmarkError(f"{path}: cannot read: {error}") from None
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BenchmarkError(f"{path}: not valid JSON: {error}") from None
+        return [_check_record(r, f"{path}: record {i}") for i, r in enumerate(data)]
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BenchmarkError(f"{path}: line {number}: not valid JSON: {error}") from None
+        records.append(_check_record(record, f"{path}: line {number}"))
+    if not records:
+        raise BenchmarkError(f"{path}: no records")
+    return records
+
+
+def processbench_metrics(labels: Sequence[int], predictions: Sequence[int | None]) -> dict[str, float | int]:
+    """acc_err, acc_cor, F1 = 2 * acc_err * acc_cor / (acc_err + acc_cor), and the counts.
+
+    A ``None`` prediction (e.g. an unparsable judge output) matches no label: wrong on both subsets.
+    """
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    err = [(g, p) for g, p in zip(labels, predictions, strict=True) if g != -1]
+    cor = [(g, p) for g, p in zip(labels, predictions, strict=True) if g == -1]
+    acc_err = sum(g == p for g, p in err) / len(err) if err else math.nan
+    acc_cor = sum(p == -1 for _, p in cor) / len(cor) if cor else math.nan
+    if math.isnan(acc_err) or math.isnan(acc_cor):
+        f1 = math.nan
+    else:
+        f1 = 2 * acc_err * acc_cor / (acc_err + acc_cor) if acc_err + acc_cor else 0.0
+    return {"acc_err": acc_err, "acc_cor": acc_cor, "f1": f1, "n": len(labels), "n_err": len(err), "n_cor": len(cor)}
+
+
+def methods() -> list[str]:
+    """Every method :func:`predict_first_errors` accepts."""
+    return [*sorted(LABELERS), *TOOL_METHODS]
+
+
+def _record_name(records: Sequence[dict], index: int) -> object:
+    return records[index].get("id", index)
+
+
+def _need_engine(engine: Engine | None, method: str) -> Engine:
+    if engine is None:
+        raise ValueError(f"method {method!r} needs an engine")
+    return engine
+
+
+def _sympy_config(config: Any, override: SympyVerifierConfig | None) -> SympyVerifierConfig:
+    if override is not None:
+        return override
+    verification = getattr(config, "verification", None)
+    return getattr(verification, "sympy", None) or SympyVerifierConfig()
+
+
+def _hybrid_config(config: Any, override: HybridConfig | None) -> HybridConfig:
+    if override is not None:
+        return override
+    verification = getattr(config, "verification", None)
+    return getattr(verification, "hybrid", None) or HybridConfig()
+
+
+def predict_first_errors(
+    records: Sequence[dict],
+    method: str,
+    engine: Engine | None,
+    grader: Grader | None,
+    config: Any,
+    *,
+    judge_config: JudgeConfig | None = None,
+    sympy_config: SympyVerifierConfig | None = None,
+    hybrid_config: HybridConfig | None = None,
+    mc_method: str | None = None,
+) -> list[int | None]:
+    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`steplabel.config.RunConfig`).
+
+    MC labelers: ``config.labeler`` is used when its name matches ``method``, else that labeler's
+    defaults. Prompts, step joining, rollout sampling and the seed come from ``config``. Each record
+    needs its gold answer in ``answer`` or ``reference``; ``final_answer_correct`` is used when present,
+    else the last step is graded. A record whose rollouts failed raises, naming it.
+
+    ``judge``: ``judge_config``, else ``config.judge`` if the config has one, else :class:`JudgeConfig`
+    defaults; seeds from ``config.seed``. A failed judge request raises, naming the record; an unparsable
+    judgement is predicted ``None``. ``grader`` may be None.
+
+    ``sympy``: ``sympy_config``, else ``config.verification.sympy``, else defaults. ``engine`` and
+    ``grader`` may be None.
+
+    ``hybrid``: runs ``mc_method`` (default: ``config.labeler``'s name if it is an MC labeler, else
+    math_shepherd) as above, then ``combine(mc_scores, sympy verdicts, hybrid_config)`` (else
+    ``config.verification.hybrid``, else :class:`HybridConfig` defaults).
+    """
+    if method not in LABELERS and method not in TOOL_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(methods())}")
+    if method == "sympy":
+        cfg = _sympy_config(config, sympy_config)
+        return [verify_solution(list(r["steps"]), cfg).first_refuted for r in records]
+    if method == "judge":
+        return _judge_predictions(records, _need_engine(engine, method), config, judge_config)
+    if method == "hybrid":
+        if mc_method is None:
+            mc_method = config.labeler.name if config.labeler.name in LABELERS else "math_shepherd"
+        if mc_method not in LABELERS:
+            raise ValueError(f"unknown MC method {mc_method!r}; valid: {', '.join(sorted(LABELERS))}")
+        labelled = _mc_labels(records, mc_method, _need_engine(engine, method), grader, config)
+        scfg, hcfg = _sympy_config(config, sympy_config), _hybrid_config(config, hybrid_config)
+        out: list[int | None] = []
+        for record, step_labels in zip(records, labelled, strict=True):
+            verdicts = verify_solution(list(record["steps"]), scfg).verdicts
+            out.append(combine(step_labels.mc_scores, verdicts, hcfg)[1])
+        return out
+    return [labels.first_error for labels in _mc_labels(records, method, _need_engine(engine, method), grader, config)]
+
+
+def _judge_predictions(
+    records: Sequence[dict], engine: Engine, config: Any, judge_config: JudgeConfig | None
+) -> list[int | None]:
+    cfg = judge_config or getattr(config, "judge", None) or JudgeConfig()
+    items = [JudgeItem(f"r{i}", r["problem"], tuple(r["steps"])) for i, r in enumerate(records)]
+    verdicts = judge_solutions(engine, items, cfg, base_seed=getattr(config, "seed", 0))
+    out: list[int | None] = []
+    for index, item in enumerate(items):
+        verdict = verdicts[item.solution_id]
+        if isinstance(verdict, JudgeFailure):
+            raise RuntimeError(f"record {_record_name(records, index)}: judging failed: {verdict.reason}")
+        out.append(verdict.first_error)
+    return out
+
+
+def _mc_labels(
+    records: Sequence[dict], method: str, engine: Engine, grader: Grader | None, config: Any
+) -> list[StepLabels]:
+    """Run MC labeler ``method`` over the records; one :class:`StepLabels` per record, in order."""
+    if grader is None:
+        raise ValueError(f"method {method!r} needs a grader to grade its rollouts")
+    config_class, _ = LABELERS[method]
+    labeler_config = config.labeler if config.labeler.name == method else config_class()
+    tasks = []
+    for index, record in enumerate(records):
+        reference = record.get("answer", record.get("reference"))
+        name = _record_name(records, index)
+        if reference is None or not str(reference).strip():
+            raise BenchmarkError(f"record {name}: method {method!r} needs the gold answer in 'answer' or 'reference'")
+        reference = str(reference)
+        steps = tuple(record["steps"])
+        if "final_answer_correct" in record:
+            final_correct = bool(record["final_answer_correct"])
+        else:
+            final_correct = grader.grade_response(steps[-1], reference)[1].correct
+        problem_id = hashlib.sha256(record["problem"].encode()).hexdigest()[:16]
+        tasks.append(SolutionTask(f"r{index}", problem_id, record["problem"], reference, steps, final_correct))
+
+    def judge(continuation: str, reference: str) -> bool:
+        extracted = extract_answer(continuation)
+        return extracted is not None and grader.grade(extracted.value, reference).correct
+
+    prompt = config.prompt
+    driver = WaveDriver(
+        engine,
+        build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
+        judge=judge,
+        sampling=RolloutSampling(
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            max_tokens=config.rollout.max_tokens,
+            stop=tuple(prompt.stop),
+            base_seed=config.seed,
+        ),
+    )
+    labeler = make_labeler(labeler_config, step_format=prompt.step_format, chunk_words=prompt.chunk_words)
+    result = driver.run(tasks, labeler)
+    out = []
+    for index, task in enumerate(tasks):
+        if task.solution_id not in result.labels:
+            name = _record_name(records, index)
+            raise RuntimeError(f"record {name}: labelling failed: {result.failures.get(task.solution_id)}")
+        out.append(result.labels[task.solution_id])
+    return out

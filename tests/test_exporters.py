@@ -1,0 +1,311 @@
+"""Exporters: exact rows per format, round trips, deterministic problem-level splits, files on disk,
+loading with `datasets` and (when trl is importable) TRL's own PRM tokenization."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from storage.exporters import (
+    FORMATS,
+    IMPORTERS,
+    MATH_SHEPHERD_TAG,
+    OPENR_STEP_TAG,
+    assign_splits,
+    export_version,
+    from_math_shepherd,
+    from_openr,
+    from_prm800k,
+    parse_split_ratio,
+    split_of,
+    task_name,
+    to_math_shepherd,
+    to_openr,
+    to_prm800k,
+    to_trl,
+)
+from storage.store import ShardStore
+from tests.factories import make_step_label_rows
+
+CFG = {"name": "t", "source": {"kind": "hf", "dataset": "openai/gsm8k"}, "engine": {"kind": "openai", "api_key": "sk-x"}}
+
+
+def _rows(n: int = 6, k: int = 3, **kw) -> pl.DataFrame:
+    return pl.from_arrow(make_step_label_rows(n, steps_per_solution=k, **kw))  # type: ignore[return-value]
+
+
+def _one(prompt: str, steps: list[str], labels: list[bool | None], **extra) -> pl.DataFrame:
+    base = make_step_label_rows(1).to_pylist()[0]
+    base.update(prompt=prompt, completions=steps, labels=labels, **extra)
+    return pl.from_arrow(pa.Table.from_pylist([base], schema=make_step_label_rows(1).schema))  # type: ignore
+
+
+def _store(tmp_path: Path, shards: int = 3, n: int = 8) -> ShardStore:
+    store = ShardStore(tmp_path / "store")
+    for s in range(shards):
+        sid = f"shard-{s:04d}"
+        store.stage("r1", sid, {"step_labels": make_step_label_rows(n, shard_id=sid, steps_per_solution=3)})
+    store.commit("r1", config=CFG, config_hash="cfg-test", code_version="test")
+    return store
+
+
+# ---------------------------------------------------------------- exact rows
+def test_trl_exact_row_and_types():
+    df = _one("What is 2+2?", ["2+2=4.", "The answer is 4."], [True, False])
+    out = to_trl(df)
+    assert out.columns == ["prompt", "completions", "labels"]
+    assert out.schema["labels"] == pl.List(pl.Boolean)
+    assert out.to_dicts() == [{"prompt": "What is 2+2?", "completions": ["2+2=4.", "The answer is 4."], "labels": [True, False]}]
+
+
+def test_math_shepherd_exact_row():
+    df = _one("What is 2+2?", ["2+2=4.", "The answer is 4."], [True, False])
+    row = to_math_shepherd(df, task="gsm8k").to_dicts()[0]
+    assert row == {
+        "input": "What is 2+2? Step 1: 2+2=4. ки\nStep 2: The answer is 4. ки",
+        "label": "What is 2+2? Step 1: 2+2=4. +\nStep 2: The answer is 4. -",
+        "task": "gsm8k",
+    }
+
+
+def test_math_shepherd_parses_like_upstream_converters():
+    """openr's preprocess splits at 'Step 1: ' and 'Step \\d*:', strips, cuts at 'ки' and reads the last char of the label."""
+    df = _one("Q?", ["a = 1.", "b = 2.", "So 3."], [True, True, False])
+    row = to_math_shepherd(df).to_dicts()[0]
+    q, rest = row["input"].split("Step 1: ")
+    steps = [s.strip() for s in re.sub(r"Step \d*:", "च", rest).split("च")]
+    assert q.strip() == "Q?"
+    assert [s[: s.find(MATH_SHEPHERD_TAG)].strip() for s in steps] == ["a = 1.", "b = 2.", "So 3."]
+    _, lrest = row["label"].split("Step 1: ")
+    assert [s.strip()[-1] for s in re.sub(r"Step \d*:", "च", lrest).split("च")] == ["+", "+", "-"]
+
+
+def test_math_shepherd_existing_step_prefix_not_doubled():
+    df = _one("Q?", ["Step 1: x = 1.", "y = 2."], [True, True])
+    row = to_math_shepherd(df).to_dicts()[0]
+    assert row["input"] == "Q? Step 1: x = 1. ки\nStep 2: y = 2. ки"
+    back = from_math_shepherd(to_math_shepherd(df))
+    assert back["completions"][0].to_list() == ["x = 1.", "y = 2."]  # documented normalisation
+    assert to_math_shepherd(back).to_dicts()[0]["input"] == row["input"]  # idempotent
+
+
+def test_prm800k_exact_record_and_stop_at_first_error():
+    df = _one("Q?", ["s1", "s2", "s3"], [True, False, False], reference_answer="7")
+    rec = to_prm800k(df)[0]
+    assert rec["question"] == {"problem": "Q?", "ground_truth_answer": "7"}
+    assert rec["label"]["finish_reason"] == "found_error"
+    assert [s["completions"][0]["rating"] for s in rec["label"]["steps"]] == [1, -1, -1]
+    assert all(s["chosen_completion"] == 0 for s in rec["label"]["steps"])
+    stopped = to_prm800k(df, stop_at_first_error=True)[0]
+    assert [s["completions"][0]["text"] for s in stopped["label"]["steps"]] == ["s1", "s2"]
+    good = to_prm800k(_one("Q?", ["s1"], [True]))[0]
+    assert good["label"]["finish_reason"] == "solution"
+    json.dumps(rec)  # JSON-serialisable
+
+
+def test_neutral_labels():
+    df = _one("Q?", ["s1", "s2", "s3"], [True, None, False])
+    assert to_trl(df)["labels"].to_list() == [[True, False, False]]
+    assert to_trl(df, neutral="good")["labels"].to_list() == [[True, True, False]]
+    assert to_openr(df)["label"].to_list() == [["+", "-", "-"]]
+    assert to_math_shepherd(df, neutral="good")["label"][0].endswith("s1 +\nStep 2: s2 +\nStep 3: s3 -")
+    rec = to_prm800k(df)[0]
+    assert [s["completions"][0]["rating"] for s in rec["label"]["steps"]] == [1, 0, -1]
+    assert from_prm800k([rec])["labels"].to_list() == [[True, None, False]]  # neutral survives the round trip
+    with pytest.raises(ValueError, match="neutral"):
+        to_trl(df, neutral="maybe")  # type: ignore[arg-type]
+
+
+def test_openr_exact_row_matches_openr_join():
+    df = _one("Q?", ["s1", "s2"], [True, False])
+    row = to_openr(df).to_dicts()[0]
+    tag = OPENR_STEP_TAG
+    # openr preprocess: f" {step_tag} ".join(steps + [""]).strip(" ")
+    assert row == {"question": "Q?", "process": f" {tag} ".join(["s1", "s2", ""]).strip(" "), "label": ["+", "-"]}
+    assert row["process"] == f"s1 {tag} s2 {tag}"
+    custom = to_openr(df, step_tag="<step>")
+    assert custom["process"][0] == "s1 <step> s2 <step>"
+    assert from_openr(custom, step_tag="<step>").to_dicts() == [{"prompt": "Q?", "completions": ["s1", "s2"], "labels": [True, False]}]
+
+
+def test_tag_collisions_rejected():
+    with pytest.raises(ValueError, match="step tag"):
+        to_math_shepherd(_one("Q?", ["has ки inside"], [True]))
+    with pytest.raises(ValueError, match="step tag"):
+        to_openr(_one("Q?", ["a\n\n\n\n\nb"], [True]))
+
+
+def test_length_mismatch_rejected():
+    with pytest.raises(ValueError, match="2 completions but 1 labels"):
+        to_trl(_one("Q?", ["a", "b"], [True]))
+
+
+# ---------------------------------------------------------------- round trips
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_every_format(fmt):
+    df = pl.concat(
+        [
+            _rows(7, 3),
+            _rows(4, 5, shard_id="shard-0001"),
+            _one("Multi\nline  question?", ["line one\nline two", "x + y = z -", "  "], [False, True, True]),
+            _one("No steps?", [], []),
+        ]
+    )
+    exported = {"trl": to_trl, "math-shepherd": to_math_shepherd, "prm800k": to_prm800k, "openr": to_openr}[fmt](df)
+    if fmt == "prm800k":  # through the JSON text, as it is written
+        exported = [json.loads(json.dumps(r)) for r in exported]
+    back = IMPORTERS[fmt](exported)
+    assert back["prompt"].to_list() == df["prompt"].to_list()
+    assert back["completions"].to_list() == df["completions"].to_list()
+    assert back["labels"].to_list() == df["labels"].to_list()
+
+
+def test_prm800k_stop_at_first_error_round_trip_is_the_prefix():
+    df = _rows(6, 4)
+    back = from_prm800k(to_prm800k(df, stop_at_first_error=True))
+    for steps, labels, fe, got_steps, got_labels in zip(
+        df["completions"], df["labels"], df["first_error"], back["completions"], back["labels"]
+    ):
+        cut = len(steps) if fe < 0 else fe + 1
+        assert got_steps.to_list() == steps.to_list()[:cut]
+        assert got_labels.to_list() == labels.to_list()[:cut]
+
+
+def test_from_prm800k_reads_a_real_phase2_style_line():
+    line = {
+        "question": {"problem": "P", "ground_truth_answer": "1"},
+        "label": {
+            "steps": [
+                {"completions": [{"text": "a", "rating": 1, "flagged": None}], "human_completion": None, "chosen_completion": 0},
+                {"completions": [{"text": "b", "rating": 0}, {"text": "c", "rating": 1}], "human_completion": None, "chosen_completion": 1},
+                {"completions": [{"text": "d", "rating": -1}], "human_completion": None, "chosen_completion": None},
+            ],
+            "finish_reason": "found_error",
+        },
+    }
+    back = from_prm800k([line])
+    assert back.to_dicts() == [{"prompt": "P", "completions": ["a", "c", "d"], "labels": [True, True, False], "reference_answer": "1"}]
+
+
+# ---------------------------------------------------------------- splits
+def test_parse_split_ratio():
+    assert parse_split_ratio(None) == [("train", 1.0)]
+    assert parse_split_ratio("train=0.9, test=0.1") == [("train", 0.9), ("test", 0.1)]
+    for bad, msg in [("train=0.9", "sum to 0.9"), ("train=1,train=0", "> 0"), ("tr ain=1", "NAME=FRACTION"),
+                     ("train=x", "not a number"), ("a=0.5,a=0.5", "twice")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_split_ratio(bad)
+
+
+def test_splits_by_problem_deterministic_and_disjoint():
+    df = pl.concat([_rows(40, 2, shard_id=f"s{i}") for i in range(5)])  # 100 problems, 2 solutions each
+    ratios = parse_split_ratio("train=0.7,validation=0.2,test=0.1")
+    parts = assign_splits(df, ratios)
+    assert sum(p.height for p in parts.values()) == df.height
+    ids = {k: set(p["problem_id"].to_list()) for k, p in parts.items()}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["validation"]) and not (ids["validation"] & ids["test"])
+    assert all(p.height for p in parts.values())
+    # independent of row order and of the other rows
+    again = assign_splits(df.reverse(), ratios)
+    assert {k: set(p["solution_id"].to_list()) for k, p in again.items()} == {k: set(p["solution_id"].to_list()) for k, p in parts.items()}
+    pid = df["problem_id"][0]
+    assert pid in ids[split_of(pid, ratios)]
+    assert split_of("fixed-problem", ratios) == split_of("fixed-problem", ratios)
+
+
+def test_task_name():
+    assert task_name(CFG) == "gsm8k"
+    assert task_name({"source": {"kind": "file", "path": "/x/math500.jsonl"}}) == "math500"
+    assert task_name({"source": {"kind": "builtin"}}) == "builtin"
+    assert task_name(None) == "steplabel"
+
+
+# ---------------------------------------------------------------- files
+def test_export_version_files(tmp_path: Path):
+    store = _store(tmp_path)
+    out = tmp_path / "out"
+    files = export_version(store, None, "trl", out, "train=0.8,test=0.2")
+    assert [f.relative_to(out).as_posix() for f in files] == ["trl/train-00000-of-00001.parquet", "trl/test-00000-of-00001.parquet"]
+    tables = [pq.read_table(f) for f in files]
+    assert tables[0].schema == pa.schema([("prompt", pa.string()), ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_()))])
+    assert sum(t.num_rows for t in tables) == 24
+    ms = export_version(store, "v1", "math-shepherd", out)
+    assert [f.relative_to(out).as_posix() for f in ms] == ["math-shepherd/train-00000-of-00001.parquet"]
+    assert set(pq.read_table(ms[0]).column("task").to_pylist()) == {"gsm8k"}
+    (jl,) = export_version(store, None, "prm800k", out)
+    assert jl.name == "train-00000-of-00001.jsonl"
+    lines = jl.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 24 and json.loads(lines[0])["question"]["ground_truth_answer"] == "0"
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_version(store, None, "csv", out)
+
+
+def test_trl_files_load_with_datasets(tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    store = _store(tmp_path, shards=2, n=5)
+    files = export_version(store, None, "trl", tmp_path / "out")
+    ds = datasets.load_dataset(
+        "parquet", data_files={"train": [str(f) for f in files]}, split="train", cache_dir=str(tmp_path / "cache")
+    )
+    assert ds.num_rows == 10
+    assert ds.features["labels"].feature.dtype == "bool"  # List(Value("bool"))
+    assert ds.features["completions"].feature.dtype == "string"
+    expected = store.read().select("prompt", "completions", "labels").to_dicts()
+    assert ds.to_list() == expected
+
+
+# ---------------------------------------------------------------- TRL's own tokenization
+def _tiny_tokenizer(texts: list[str]):
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    pattern = r"\n|[^\S\n]+|\w+|[^\w\s]"
+    vocab = {"[UNK]": 0, "[BOS]": 1}
+    for t in texts:
+        for piece in re.findall(pattern, t):
+            vocab.setdefault(piece, len(vocab))
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="isolated")
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="[BOS]"), vocab
+
+
+def _prm_trainer():
+    try:
+        from trl.experimental.prm import PRMTrainer  # trl >= 0.26 (removed again in trl 1.x)
+    except ImportError:
+        trl = pytest.importorskip("trl")
+        PRMTrainer = getattr(trl, "PRMTrainer", None)
+        if PRMTrainer is None:
+            pytest.skip(f"trl {trl.__version__} has no PRMTrainer (trl.experimental.prm was removed)")
+    return PRMTrainer
+
+
+def test_trl_prm_tokenize_row_places_labels_on_step_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    PRMTrainer = _prm_trainer()
+    datasets = pytest.importorskip("datasets")
+    store = _store(tmp_path, shards=1, n=6)
+    (f,) = export_version(store, None, "trl", tmp_path / "out")
+    ds = datasets.load_dataset("parquet", data_files=str(f), split="train", cache_dir=str(tmp_path / "cache"))
+    texts = [r["prompt"] for r in ds] + [s for r in ds for s in r["completions"]] + ["\n"]
+    tokenizer, vocab = _tiny_tokenizer(texts)
+    sep_id = vocab["\n"]
+    for row in ds:
+        out = PRMTrainer.tokenize_row(
+            row, tokenizer, "\n", max_length=None, max_completion_length=None, train_on_last_step_only=False, is_eval=False
+        )
+        assert len(out["input_ids"]) == len(out["labels"])
+        positions = [i for i, lab in enumerate(out["labels"]) if lab != -100]
+        assert len(positions) == len(row["completions"])  # one label per step
+        assert [out["labels"][i] for i in positions] == [int(b) for b in row["labels"]]
+        assert all(out["input_ids"][i] == sep_id for i in positions)  # on each step's separator token
+        assert out["input_ids"][0] == tokenizer.bos_token_id
+        # the tokens of step k lie between the (k-1)-th and k-th labelled positions
+        starts = [len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]) + 1] + [p + 1 for p in positions[:-1]]
+        for step, s, e in zip(row["completions"], starts, positions):
+            assert tokenizer.decode(out["input_ids"][s:e]).replace(" ", "") == step.replace(" ", "")

@@ -1,0 +1,328 @@
+"""Inspection: exact statistics on a hand-built store, filters (SQL ``--where``), diffs, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import polars as pl
+import pyarrow as pa
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from steplabel.cli_inspect import inspect_command
+from steplabel.cli_report import report_command
+from steplabel.render import render_solutions
+from storage.inspection import InspectionError, diff_versions, filter_rows, version_stats
+from storage.store import ShardStore
+from tests.factories import make_reject_rows, make_step_label_rows
+
+# Rows of shard s0 (make_step_label_rows(6, steps_per_solution=3)), i = 0..5:
+#   first_error  -1, 1, 2, -1, 1, 2        labels TTT, TFF, TTF, TTT, TFF, TTF  (12 good, 6 bad)
+#   bad-step MC  i1: .25, 0   i2: .125   i4: .25, 0   i5: .125            (12 steps at 1.0)
+#   rollouts 12 each, tokens 100 + i; plus 2 rejects (sampling/engine_error: 2 rollouts, 10 tokens each)
+# Overrides below: judge_first_error and labeler per row.
+JUDGE = [-1, 0, 2, None, None, -1]  # agree, earlier, agree, -, -, later (-1 = after every step)
+LABELER = ["hard_mc", "hard_mc", "hard_mc", "omegaprm", "omegaprm", "omegaprm"]
+
+
+def _with(table: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(values, type=type_))
+
+
+def build_store(root) -> ShardStore:
+    """v0001: shard s0 (6 solutions, 2 rejects); v0002: + shard s1 (4 two-step solutions, 1 labeling reject)."""
+    store = ShardStore(root)
+    s0 = make_step_label_rows(6, shard_id="s0", steps_per_solution=3)
+    s0 = _with(s0, "judge_first_error", JUDGE, pa.int32())
+    s0 = _with(s0, "labeler", LABELER, pa.string())
+    store.stage("r1", "s0", {"step_labels": s0, "rejects": make_reject_rows(2, shard_id="s0")})
+    store.commit("r1", config={"labeler": "mixed"}, config_hash="h1", code_version="t")
+    s1 = make_step_label_rows(4, shard_id="s1", steps_per_solution=2)
+    rej = make_reject_rows(1, shard_id="s1", stage="labeling", reason="timeout")
+    store.stage("r2", "s1", {"step_labels": s1, "rejects": rej})
+    store.commit("r2", config={"labeler": "hard_mc"}, config_hash="h2", code_version="t")
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> ShardStore:
+    return build_store(tmp_path_factory.mktemp("inspect-store"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------------------
+def test_version_stats_exact_values(store):
+    stats = version_stats(store, "v1")
+    assert stats["version"] == "v0001"
+    assert stats["solutions"] == 6 and stats["steps"] == 18
+    assert stats["label_balance"] == {
+        "positive": 12, "negative": 6, "unlabelled": 0, "steps": 18, "positive_fraction": 12 / 18,
+    }
+    assert stats["first_error"] == {-1: 2, 1: 2, 2: 2}
+    mc = stats["mc_scores"]
+    assert mc["counts"] == [2, 2, 2, 0, 0, 0, 0, 0, 0, 12]
+    assert mc["bins"][0] == [0.0, 0.1] and mc["bins"][-1] == [0.9, 1.0]
+    assert mc["total"] == 18 and mc["nulls"] == 0
+    assert mc["mean"] == pytest.approx(12.75 / 18)
+    assert stats["retention"] == {
+        "sampled": 8, "labelled": 6, "rejected_total": 2,
+        "rejected": {"sampling": {"engine_error": 2}}, "rejected_by_stage": {"sampling": 2},
+        "retention": 0.75,
+    }
+    assert stats["judge_agreement"] == {"judged": 4, "agree": 2, "judge_earlier": 1, "judge_later": 1,
+                                        "fraction": 0.5}
+    cost = stats["cost"]
+    assert (cost["rollouts"], cost["tokens"]) == (76, 635)
+    assert (cost["rollouts_rejected"], cost["tokens_rejected"]) == (4, 20)
+    assert cost["rollouts_per_label"] == pytest.approx(76 / 18)
+    assert cost["tokens_per_label"] == pytest.approx(635 / 18)
+    assert cost["by_labeler"]["hard_mc"]["rollouts_per_label"] == pytest.approx(36 / 9)
+    assert cost["by_labeler"]["omegaprm"]["tokens"] == 103 + 104 + 105
+    assert stats["labelers"] == {"hard_mc": 3, "omegaprm": 3}
+    json.dumps(stats)  # serialisable
+
+
+def test_version_stats_latest_orders_reject_stages_and_handles_no_judge(store):
+    stats = version_stats(store)  # v0002
+    assert stats["version"] == "v0002" and stats["solutions"] == 10 and stats["steps"] == 26
+    assert list(stats["retention"]["rejected"]) == ["sampling", "labeling"]
+    assert stats["retention"]["rejected"]["labeling"] == {"timeout": 1}
+    assert stats["retention"]["retention"] == pytest.approx(10 / 13)
+    # s1's rows have no judge: agreement is still over s0's 4 judged rows
+    assert stats["judge_agreement"]["judged"] == 4
+    assert sum(stats["first_error"].values()) == 10
+
+
+def test_version_stats_without_any_judge(tmp_path):
+    store = ShardStore(tmp_path)
+    store.stage("r", "s", {"step_labels": make_step_label_rows(3, shard_id="s")})
+    store.commit("r", config={}, config_hash="h", code_version="t")
+    stats = version_stats(store)
+    assert stats["judge_agreement"]["fraction"] is None and stats["judge_agreement"]["judged"] == 0
+    assert stats["retention"]["rejected"] == {} and stats["retention"]["retention"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------------------
+# filters
+# --------------------------------------------------------------------------------------------------------
+def _ids(lf: pl.LazyFrame) -> list[str]:
+    return sorted(lf.collect()["solution_id"].to_list())
+
+
+def test_filters(store):
+    lf = store.scan("step_labels", "v1")
+    assert _ids(filter_rows(lf, where="first_error = 1 AND NOT final_correct")) == ["s0-sol1", "s0-sol4"]
+    assert _ids(filter_rows(lf, where="labeler IN ('omegaprm') AND judge_first_error IS NULL")) == [
+        "s0-sol3", "s0-sol4"]
+    assert _ids(filter_rows(lf, first_error=-1)) == ["s0-sol0", "s0-sol3"]
+    assert _ids(filter_rows(lf, labeler="omegaprm")) == ["s0-sol3", "s0-sol4", "s0-sol5"]
+    assert _ids(filter_rows(lf, disagree=True)) == ["s0-sol1", "s0-sol5"]
+    assert _ids(filter_rows(lf, labeler="omegaprm", disagree=True)) == ["s0-sol5"]
+    assert _ids(filter_rows(lf)) == [f"s0-sol{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("first_error = = 1", "not a valid SQL expression"),
+        ("no_such_column > 1", "unknown column(s) no_such_column"),
+        ("   ", "empty"),
+    ],
+)
+def test_bad_where_raises_one_line(store, where, message):
+    with pytest.raises(InspectionError, match=None) as info:
+        filter_rows(store.scan("step_labels", "v1"), where=where)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_where_is_never_python(store, tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(InspectionError):
+        filter_rows(store.scan(), where=f"__import__('os').system('touch {marker}')").collect()
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# diff
+# --------------------------------------------------------------------------------------------------------
+def test_diff_of_two_committed_versions(store):
+    diff = diff_versions(store, "v1", "v2")
+    assert (diff["from"], diff["to"]) == ("v0001", "v0002")
+    assert diff["shards"] == {"added": ["s1"], "removed": [], "common": 1}
+    sols = diff["solutions"]
+    assert (sols["added"], sols["removed"], sols["changed"], sols["common"]) == (4, 0, 0, 6)
+    assert sols["added_ids"] == [f"s1-sol{i}" for i in range(4)]
+    assert diff["stats"]["solutions"] == {"from": 6, "to": 10, "delta": 4}
+    assert diff["stats"]["rejects"]["delta"] == 1
+    assert diff["config_changed"] is True
+    back = diff_versions(store, "v2", "v1")
+    assert back["shards"]["removed"] == ["s1"] and back["solutions"]["removed"] == 4
+
+
+class _FakeStore:
+    """Two in-memory versions (the real store only appends, so removals/relabels need a stand-in)."""
+
+    def __init__(self, frames: dict[str, pl.DataFrame]):
+        self.frames = frames
+
+    def manifest(self, version):
+        df = self.frames[version]
+        steps = int(df["labels"].list.len().sum())
+        positive = int(df["labels"].list.eval(pl.element().cast(pl.Int64)).list.sum().sum())
+        return SimpleNamespace(
+            version=version, shards={s: "r" for s in df["shard_id"].unique()}, config_hash="h",
+            stats={"solutions": df.height, "steps": steps, "positive_steps": positive,
+                   "negative_steps": steps - positive, "rejects": 0, "rollouts": 0, "tokens": 0,
+                   "label_balance": positive / steps},
+        )
+
+    def scan(self, table, version):
+        return self.frames[version].lazy()
+
+
+def test_diff_finds_removed_and_relabelled_solutions():
+    a = pl.from_arrow(make_step_label_rows(4, shard_id="a"))
+    b = a.filter(pl.col("solution_id") != "a-sol3").with_columns(
+        labels=pl.when(pl.col("solution_id") == "a-sol1").then(pl.lit([True, True, True])).otherwise("labels"),
+        first_error=pl.when(pl.col("solution_id") == "a-sol1").then(-1).otherwise("first_error").cast(pl.Int32),
+    )
+    b = pl.concat([b, pl.from_arrow(make_step_label_rows(1, shard_id="b"))])
+    diff = diff_versions(_FakeStore({"v1": a, "v2": b}), "v1", "v2")
+    sols = diff["solutions"]
+    assert sols["removed_ids"] == ["a-sol3"] and sols["added_ids"] == ["b-sol0"]
+    assert sols["changed_ids"] == ["a-sol1"] and sols["common"] == 3
+    assert diff["shards"]["added"] == ["b"] and diff["shards"]["removed"] == []
+    assert diff["stats"]["solutions"]["delta"] == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# rendering and CLI
+# --------------------------------------------------------------------------------------------------------
+def test_render_shows_markup_literally_and_tolerates_short_lists():
+    row = pl.from_arrow(make_step_label_rows(1)).with_columns(
+        completions=pl.lit(["[bold red]not markup[/]", "two", "three"]),
+        mc_scores=pl.lit([0.5], dtype=pl.List(pl.Float32)),
+    )
+    console = Console(record=True, width=120)
+    render_solutions(console, row)
+    text = console.export_text()
+    assert "[bold red]not markup[/]" in text and "mc=  -  " in text
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False)
+    app.command("inspect")(inspect_command)
+    app.command("report")(report_command)
+    return app
+
+
+runner = CliRunner()
+
+
+def test_cli_json_is_one_object_with_summary_and_stats(store):
+    result = runner.invoke(_app(), ["inspect", store.root, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("version", "versions", "solutions", "steps", "positive_steps", "negative_steps", "rejects",
+                "rollouts", "tokens"):
+        assert key in data
+    assert data["version"] == "v0002" and data["versions"] == ["v0001", "v0002"]
+    assert data["stats"]["retention"]["sampled"] == 13
+    assert "matched" not in data and "samples" not in data
+    old = json.loads(runner.invoke(_app(), ["inspect", store.root, "--json", "-v", "1"]).stdout)
+    assert old["version"] == "v0001" and old["stats"]["first_error"] == {"-1": 2, "1": 2, "2": 2}
+
+
+def test_cli_json_with_filters_reports_matches_and_samples(store):
+    args = ["inspect", store.root, "--json", "-v", "v1", "--first-error", "-1", "--show", "5"]
+    data = json.loads(runner.invoke(_app(), args).stdout)
+    assert data["matched"] == 2 and data["filters"] == {"first_error": -1}
+    assert [s["solution_id"] for s in data["samples"]] == ["s0-sol0", "s0-sol3"]
+
+
+def test_cli_human_output_and_show_with_filters(store):
+    result = runner.invoke(_app(), ["inspect", store.root, "-v", "v1", "--show", "3", "--labeler", "omegaprm"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "versions of" in out and "v0002" in out and "h2" in out
+    assert "label balance" in out and "█" in out and "MC score distribution" in out
+    assert "judge vs MC" in out and "retention by stage" in out and "engine_error" in out
+    assert "3 of 6 solutions match" in out
+    assert "s0-sol3" in out and "s0-sol5" in out and "s0-sol0" not in out
+
+
+def test_cli_disagree_and_where(store):
+    result = runner.invoke(_app(), ["inspect", store.root, "-v", "v1", "--disagree", "--show", "5",
+                                    "--where", "first_error = 2"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 6 solutions match" in result.output and "s0-sol5" in result.output
+    assert "judge!" not in result.output  # the judge's -1 marks no step
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--where", "first_error = = 1"], "not a valid SQL expression"),
+        (["--where", "nope = 1"], "unknown column"),
+        (["--where", "labeler + 1 > 0"], "cannot be applied"),
+        (["-v", "v9"], "not found"),
+        (["--diff", "v1"], "exactly two versions"),
+        (["--diff", "v1:v7"], "not found"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(store, args, message):
+    result = runner.invoke(_app(), ["inspect", store.root, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_missing_directory(tmp_path):
+    result = runner.invoke(_app(), ["inspect", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such directory" in result.output
+
+
+def test_cli_empty_store(tmp_path):
+    assert runner.invoke(_app(), ["inspect", str(tmp_path)]).exit_code == 1
+    data = json.loads(runner.invoke(_app(), ["inspect", str(tmp_path), "--json"]).stdout)
+    assert data["version"] is None and data["versions"] == []
+
+
+def test_cli_diff_both_spellings(store):
+    one = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1:v2", "--json"])
+    two = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1", "--diff", "v2", "--json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+    assert json.loads(one.stdout)["solutions"]["added"] == 4
+    human = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1:v2"])
+    assert human.exit_code == 0 and "diff v0001 -> v0002" in human.output and "+4 / -0" in human.output
+
+
+def test_cli_report_command(store, tmp_path):
+    out = tmp_path / "sub" / "r.html"
+    result = runner.invoke(_app(), ["report", store.root, "--out", str(out), "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.read_text().count('class="sample"') == 3
+    bad = runner.invoke(_app(), ["report", store.root, "--out", str(out), "-v", "v9"])
+    assert bad.exit_code == 2 and "not found" in bad.output
+
+
+def test_version_stats_tolerates_missing_mc_scores_and_labels(tmp_path):
+    rows = make_step_label_rows(3, shard_id="s", steps_per_solution=3)  # first_error -1, 1, 2
+    rows = _with(rows, "mc_scores", [None, [None, 0.5, 1.0], []], pa.list_(pa.float32()))
+    rows = _with(rows, "labels", [[True, True, True], [True, None, False], [True, True, False]], pa.list_(pa.bool_()))
+    store = ShardStore(tmp_path)
+    store.stage("r", "s", {"step_labels": rows})
+    store.commit("r", config={}, config_hash="h", code_version="t")
+    stats = version_stats(store)
+    assert stats["mc_scores"]["counts"] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert stats["mc_scores"]["nulls"] == 1 and stats["mc_scores"]["mean"] == pytest.approx(0.75)
+    assert stats["label_balance"]["unlabelled"] == 1
+    assert (stats["label_balance"]["positive"], stats["label_balance"]["negative"]) == (6, 2)
+    result = runner.invoke(_app(), ["inspect", str(tmp_path), "--show", "3"])
+    assert result.exit_code == 0, result.output
+    assert "????" in result.output  # the null label

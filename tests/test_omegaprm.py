@@ -1,0 +1,178 @@
+"""OmegaPRM: binary search on planted errors, the pool and selection order, the tree search end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from labelers.base import RolloutOutcome, SolutionTask
+from labelers.omegaprm import OmegaPRMLabeler, OmegaTree
+from labelers.omegaprm_config import OmegaPRMConfig
+from rollouts.engines.base import GenerationRequest
+from tests.scripted_engine import ScriptedEngine
+from tests.test_labelers import driver_for, make_task, planted, steps_in_prompt
+
+
+def error_at(first_error: int, n_correct: int = 2):
+    """Prefixes of length <= first_error succeed n_correct of k times; longer ones never."""
+
+    def script(request: GenerationRequest, index: int) -> str:
+        ok = steps_in_prompt(request) <= first_error and index < n_correct
+        return "Step 9: more.\nThe answer is 5." if ok else "Step 9: oops.\nThe answer is 7."
+
+    return script
+
+
+def test_binary_search_finds_the_planted_error_with_hand_computed_mc():
+    # 8 steps, first error at step index 5: prefixes of length <= 5 can succeed, length >= 6 cannot.
+    engine = ScriptedEngine(planted({4: 3, 5: 1, 6: 0}))
+    result = driver_for(engine).run([make_task(n_steps=8, final_correct=False)], OmegaPRMLabeler(OmegaPRMConfig(k=4)))
+    labels = result.labels["s1"]
+    assert [steps_in_prompt(call[0]) for call in engine.calls] == [4, 6, 5]  # mid of (0,8), then (4,8), then (4,6)
+    assert labels.first_error == 5
+    assert labels.labels == [True] * 5 + [False] * 3
+    # Steps 0-3 belong to the edge ending at prefix 4 (MC 3/4), step 4 to prefix 5 (1/4), step 5 to prefix 6 (0).
+    assert labels.mc_scores == [0.75] * 4 + [0.25, 0.0, 0.0, 0.0]
+    assert labels.soft_labels == labels.mc_scores  # soft is the default label mode
+    assert labels.mc_total == [0, 0, 0, 4, 4, 4, 0, 1]
+    assert labels.mc_correct == [0, 0, 0, 3, 1, 0, 0, 0]
+    assert labels.rollouts_used == 12 and labels.tokens_generated == 12 * 7
+    assert result.waves == 3
+    assert labels.extra["paths"] == [{
+        "steps": [f"Step {i}: line {i}" for i in range(1, 7)],
+        "labels": [True] * 5 + [False],
+        "mc": [0.75] * 4 + [0.25, 0.0],
+        "soft": [0.75] * 4 + [0.25, 0.0],
+    }]
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 3, 5, 8, 16, 17])
+def test_binary_search_every_planted_position_within_log_budget(n_steps):
+    for error in range(n_steps):
+        engine = ScriptedEngine(error_at(error))
+        task = make_task(n_steps=n_steps, final_correct=False)
+        labels = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=2))).labels["s1"]
+        assert labels.first_error == error, (n_steps, error)
+        assert labels.rollouts_used <= 2 * math.ceil(math.log2(n_steps + 1))
+
+
+def test_hard_mode_and_correct_solutions_cost_nothing():
+    engine = ScriptedEngine(error_at(1))
+    config = OmegaPRMConfig(k=4, label_mode="hard")
+    result = driver_for(engine).run([make_task("ok", n_steps=5), make_task("bad", n_steps=4, final_correct=False)],
+                                    OmegaPRMLabeler(config))
+    good = result.labels["ok"]
+    assert good.labels == [True] * 5 and good.first_error == -1 and good.rollouts_used == 0
+    bad = result.labels["bad"]
+    assert bad.first_error == 1 and bad.soft_labels == [1.0, 0.0, 0.0, 0.0]
+
+
+def outcome(flags: list[bool], texts: list[str]) -> RolloutOutcome:
+    return RolloutOutcome(correct=sum(flags), total=len(flags), tokens=0, texts=tuple(texts), correct_flags=tuple(flags))
+
+
+def test_pool_admits_wrong_rollouts_of_uncertain_states_and_selection_follows_q_plus_u():
+    config = OmegaPRMConfig()
+    tree = OmegaTree(config)
+    words = lambda n: " ".join(["w"] * n)  # noqa: E731
+    tree.record(tree.root, outcome([True, False, False, False], [words(7), words(5), words(50), words(500)]), pool=True)
+    sure = tree.child(("a",), tree.root)
+    tree.record(sure, outcome([True, True], [words(3), words(3)]), pool=True)  # MC 1: nothing to search
+    dead = tree.child(("b",), tree.root)
+    tree.record(dead, outcome([False, False], [words(3), words(3)]), pool=True)  # MC 0: nothing either
+    mid = tree.child(("c",), tree.root)
+    tree.record(mid, outcome([True, True, True, False], [words(1)] * 3 + [words(10)]), pool=True)
+    assert [(c.state.steps, c.words) for c in tree.pool] == [((), 5), ((), 50), ((), 500), (("c",), 10)]
+
+    # Hand-computed: sum N = 4 (one estimate each); Q = .5^(1-MC) * .9^(words/500), U = .125*sqrt(4)/(1+N).
+    first = tree.pool[3]
+    assert tree.score(first) == pytest.approx(0.5**0.25 * 0.9 ** (10 / 500) + 0.125 * 2 / 2)
+    assert tree.score(tree.pool[0]) == pytest.approx(0.5**0.75 * 0.9 ** (5 / 500) + 0.125 * 2 / 2)
+
+    order = []
+    while tree.pool:
+        picked = tree.select()
+        order.append((picked.state.steps, picked.words))
+        assert picked not in tree.pool  # a selected pair never comes back
+    assert order == [(("c",), 10), ((), 5), ((), 50), ((), 500)]
+    assert mid.visits == 2 and tree.root.visits == 4  # the selected state's N is incremented each time
+
+
+def test_visit_counts_steer_selection_away_from_a_selected_state():
+    tree = OmegaTree(OmegaPRMConfig())
+    tree.record(tree.root, outcome([True, False, False], ["x y", "x y", "x y"]), pool=True)
+    other = tree.child(("s",), tree.root)
+    tree.record(other, outcome([True, False, False], ["x y", "x y", "x y"]), pool=True)
+    # Equal Q and U: the earliest (the root's) goes first; then the root's N = 2 lowers its U.
+    assert tree.select().state is tree.root
+    assert tree.select().state is other
+
+
+def tree_script(request: GenerationRequest, index: int) -> str:
+    """A prefix is bad once it holds 'line 3' or 'bad'; a good prefix succeeds on sample 0 only (MC 1/4)."""
+    body = request.prompt.split("Question:")[-1]
+    bad = "line 3" in body or "bad" in body
+    if not bad and index == 0:
+        return "Step 1: fine.\nThe answer is 5."
+    return "Step 1: ok.\nStep 2: bad.\nThe answer is 7."
+
+
+def test_tree_search_order_paths_and_budget():
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=3)
+    engine = ScriptedEngine(tree_script)
+    task = make_task(n_steps=4, final_correct=False)
+    labels = driver_for(engine).run([task], OmegaPRMLabeler(config, step_format="step_pattern")).labels["s1"]
+    assert labels.first_error == 2 and labels.labels == [True, True, False, False]
+    assert labels.extra["root_mc"] == 0.25 and labels.extra["question_filtered"] is False
+    assert labels.extra["searches"] == 3
+    paths = labels.extra["paths"]
+    assert [p["steps"] for p in paths] == [
+        ["Step 1: line 1", "Step 2: line 2", "Step 3: line 3"],  # the solution itself
+        ["Step 1: ok.", "Step 2: bad.\nThe answer is 7."],  # a wrong rollout of the root (earliest on a tie)
+        # The root's N went up, so a rollout of the solution's good prefix wins the tie next.
+        ["Step 1: line 1", "Step 2: line 2", "Step 1: ok.", "Step 2: bad.\nThe answer is 7."],
+    ]
+    assert paths[1]["labels"] == [True, False] and paths[1]["mc"] == [0.25, 0.0]
+    assert [p["labels"] for p in paths][2] == [True, True, True, False]
+    # Rollouts: root 4, solution prefixes 2 and 3 (4 each), one prefix per rollout search (4 each).
+    assert labels.rollouts_used == 4 + 8 + 8
+    assert [r.n for call in engine.calls for r in call] == [4, 4, 4, 4, 4]
+
+
+def test_question_filter_stops_the_tree_for_all_right_questions():
+    def all_right(request: GenerationRequest, index: int) -> str:
+        return "Step 1: fine.\nThe answer is 5." if "line 2" not in request.prompt else "Step 1: x.\nThe answer is 7."
+
+    config = OmegaPRMConfig(mode="tree", k=2, filter_k=4)
+    labels = driver_for(ScriptedEngine(all_right)).run([make_task(n_steps=3, final_correct=False)],
+                                                        OmegaPRMLabeler(config)).labels["s1"]
+    assert labels.extra["question_filtered"] is True and labels.extra["searches"] == 1  # only the solution
+    assert labels.first_error == 1
+
+
+def test_rollout_budget_stops_new_searches():
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=100, rollout_budget=14)
+    labels = driver_for(ScriptedEngine(tree_script)).run([make_task(n_steps=4, final_correct=False)],
+                                                          OmegaPRMLabeler(config)).labels["s1"]
+    # 12 rollouts after the solution's search (< 14): one more search (4), then 16 >= 14: none starts.
+    assert labels.extra["searches"] == 2
+    assert labels.rollouts_used == 16
+
+
+def test_pairwise_mode_emits_bradley_terry_pairs():
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=3, label_mode="pairwise")
+    labels = driver_for(ScriptedEngine(tree_script)).run([make_task(n_steps=4, final_correct=False)],
+                                                          OmegaPRMLabeler(config)).labels["s1"]
+    pairs = labels.extra["pairs"]
+    # Under the solution's good prefix: the error edge (MC 0) and the searched rollout's first step (MC 1/4).
+    assert {"prefix": ["Step 1: line 1", "Step 2: line 2"], "chosen": ["Step 1: ok."], "rejected": ["Step 3: line 3"],
+            "mc_chosen": 0.25, "mc_rejected": 0.0, "p_chosen": 0.625} in pairs
+    assert all(p["p_chosen"] == pytest.approx((1 + p["mc_chosen"] - p["mc_rejected"]) / 2) for p in pairs)
+    assert all(p["mc_chosen"] > p["mc_rejected"] for p in pairs)
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValueError):
+        OmegaPRMConfig(mode="tree", alpah=0.4)
+    assert SolutionTask  # imported for type clarity

@@ -1,0 +1,174 @@
+"""The HTML report: one self-contained file, escaped data, and (when Chromium is installed) plots that
+actually render in a headless browser.
+
+Chromium: ``apt-get install -y chromium`` (Debian/Ubuntu package; the binary is ``chromium``); or point
+``STEPLABEL_CHROMIUM`` at any Chrome/Chromium binary. Without one, the browser tests are skipped.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from steplabel.report import BAD, GOOD, svg_bar_chart, write_report
+from storage.store import ShardStore
+from tests.factories import make_reject_rows, make_step_label_rows
+
+EVIL_STEP = '<script>alert("pwned")</script> & "quotes" <img src=x onerror=alert(1)>'
+EVIL_PROMPT = "</details><b>bold?</b> http://example.com/x.png"
+CHART_IDS = ["chart-label-balance", "chart-first-error", "chart-mc", "chart-retention", "chart-judge", "chart-cost"]
+
+
+def _set(table: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(values, type=type_))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report-store")
+    store = ShardStore(root)
+    rows = make_step_label_rows(8, shard_id="s0", steps_per_solution=3)
+    completions = rows.column("completions").to_pylist()
+    completions[1][1] = EVIL_STEP
+    rows = _set(rows, "completions", completions, pa.list_(pa.string()))
+    rows = _set(rows, "prompt", [EVIL_PROMPT] + rows.column("prompt").to_pylist()[1:], pa.string())
+    rows = _set(rows, "judge_first_error", [-1, 0, 2, None, None, -1, 1, None], pa.int32())
+    store.stage("r1", "s0", {"step_labels": rows, "rejects": make_reject_rows(2, shard_id="s0")})
+    store.commit("r1", config={"note": "<script>cfg</script>"}, config_hash="h1", code_version="t")
+    return write_report(store, None, tmp_path_factory.mktemp("report") / "report.html", samples=5)
+
+
+def test_one_self_contained_file(report):
+    assert report.is_file() and sorted(p.name for p in report.parent.iterdir()) == ["report.html"]
+    page = report.read_text(encoding="utf-8")
+    # nothing fetched: no src/href to a URL, no stylesheet links, no CSS url(), no imports
+    assert not re.search(r"""(?:src|href|xlink:href)\s*=\s*["']?\s*(?:[a-z]+:)?//""", page, re.I)
+    assert "<link" not in page and "url(" not in page and "@import" not in page
+    assert "default-src 'none'" in html.unescape(page)  # CSP: the browser would refuse any other source anyway
+    for chart in CHART_IDS:
+        assert f'id="{chart}"' in page
+    assert page.count("<svg") >= len(CHART_IDS) and page.count('class="bar"') >= 10
+    assert page.count('class="sample"') == 5
+
+
+def test_data_is_escaped(report):
+    page = report.read_text(encoding="utf-8")
+    assert page.count("<script") == 1  # only the report's own script
+    assert EVIL_STEP not in page and "<img" not in page and "<b>bold?</b>" not in page
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "&lt;/details&gt;&lt;b&gt;bold?&lt;/b&gt;" in page and "&lt;script&gt;cfg&lt;/script&gt;" in page
+
+
+def test_svg_bar_chart_escapes_and_scales():
+    svg = svg_bar_chart([("<a>", 10), ("b", 5), ("c", 0)], title='t"')
+    assert "<a>" not in svg and "&lt;a&gt;" in svg and 'aria-label="t&quot;"' in svg
+    widths = [float(w) for w in re.findall(r'class="bar" x="\d+" y="\d+" width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(2 * widths[1]) and widths[2] == 0
+    assert 'data-empty="1"' in svg_bar_chart([], title="none")
+
+
+# --------------------------------------------------------------------------------------------------------
+# headless Chromium
+# --------------------------------------------------------------------------------------------------------
+def _chromium() -> str | None:
+    candidates = [os.environ.get("STEPLABEL_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
+                  "google-chrome-stable", "chrome", "headless_shell"]
+    for name in candidates:
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+def _run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("chromium not found (install it with `apt-get install -y chromium`, or set STEPLABEL_CHROMIUM)")
+    command = [
+        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+        "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_chromium_renders_the_plots(report, tmp_path):
+    dom = _run_chromium(tmp_path, "--dump-dom", report.as_uri()).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    attributes = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert attributes.get("rendered") == "ok", attributes  # every chart has bars with a laid-out width
+    assert int(attributes["bars"]) >= 10 and attributes["samples"] == "5"
+    for chart in CHART_IDS:
+        figure = re.search(rf'<figure class="chart" id="{chart}"[^>]*data-drawn="(\d+)"', dom)
+        assert figure and int(figure.group(1)) > 0, chart
+    assert "5 of 5 shown" in dom  # the filter script ran
+    assert dom.count("<script") == 1 and "<img" not in dom and "<b>bold?" not in dom  # data stayed text
+    assert '&lt;script&gt;alert("pwned")&lt;/script&gt;' in dom
+
+
+def _decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
+    """Minimal 8-bit RGB/RGBA non-interlaced PNG decoder (what Chromium writes): width, height, bpp, rows."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        (size,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, chunk = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + size]
+        pos += 12 + size
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat.append(chunk)
+        elif kind == b"IEND":
+            break
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and interlace == 0 and color in (2, 6), header
+    bpp = 3 if color == 2 else 4
+    raw, stride = zlib.decompress(b"".join(idat)), width * bpp
+    prev, rows = bytearray(stride), []
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        if kind == 1:
+            for i in range(bpp, stride):
+                line[i] = (line[i] + line[i - bpp]) & 255
+        elif kind == 2:
+            line = bytearray((a + b) & 255 for a, b in zip(line, prev))
+        elif kind == 3:
+            for i in range(stride):
+                left = line[i - bpp] if i >= bpp else 0
+                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 255
+        elif kind == 4:
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                b, c = prev[i], (prev[i - bpp] if i >= bpp else 0)
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, bpp, rows
+
+
+def test_chromium_screenshot_shows_the_bars(report, tmp_path):
+    shot = tmp_path / "shot.png"
+    _run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri())
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    width, height, bpp, rows = _decode_png(shot.read_bytes())
+    assert (width, height) == (1200, 2000)
+    colors = Counter(row[i:i + 3] for row in rows for i in range(0, len(row), bpp * 2))
+    assert len(colors) > 20  # not blank
+    good, bad = bytes.fromhex(GOOD[1:]), bytes.fromhex(BAD[1:])
+    # the label-balance / first-error / retention bars are painted in these exact colours
+    assert colors[good] > 500 and colors[bad] > 500, (colors[good], colors[bad], colors.most_common(5))
