@@ -43,9 +43,10 @@ def labelers(k: int) -> dict[str, object]:
     return {
         "math_shepherd": MathShepherdConfig(k=k),
         "omegaprm binary_search": OmegaPRMConfig(k=k),
+        "omegaprm binary_search mc>0.25": OmegaPRMConfig(k=k, mc_threshold=0.25),
         "omegaprm tree (limit 5)": OmegaPRMConfig(k=k, mode="tree", search_limit=5),
-        "scan": ScanConfig(k=k),
-        "scan skip low-SC*": ScanConfig(k=k, below_threshold="skip"),
+        "scan*": ScanConfig(k=k),
+        "scan, low-SC scanned too": ScanConfig(k=k, below_threshold="scan"),
         "rpe": RPEConfig(k=k),
     }
 
@@ -110,9 +111,7 @@ def main() -> None:
     checks.update({
         "binary_search_f1_within_3_points_of_math_shepherd": bool(ms["f1"] - bs["f1"] <= 0.03),
         "binary_search_at_most_40pct_of_math_shepherd_rollouts": bool(bs["share_of_math_shepherd_rollouts"] <= 0.40),
-        "scan_at_most_15pct_of_math_shepherd_rollouts": bool(moderate["scan"]["share_of_math_shepherd_rollouts"] <= 0.15),
-        "scan_skip_low_sc_at_most_15pct_of_math_shepherd_rollouts":
-            bool(moderate["scan skip low-SC*"]["share_of_math_shepherd_rollouts"] <= 0.15),
+        "scan_at_most_15pct_of_math_shepherd_rollouts": bool(moderate["scan*"]["share_of_math_shepherd_rollouts"] <= 0.15),
     })
     for key, ok in checks.items():
         console.print(f"{'PASS' if ok else 'FAIL'}  {key}")

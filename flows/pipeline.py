@@ -59,7 +59,7 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
       retry_condition_fn=retry_if_transient)
 def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str, problems: list[dict[str, str]]) -> dict:
     store = ShardStore(out)
-    if store.is_staged(run_id, shard_id):
+    if store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids():
         emit(ProgressEvent("shard_skipped", shard_id=shard_id))
         return {"shard_id": shard_id, "skipped": True}
     run_config = RunConfig.model_validate(config)
@@ -72,6 +72,7 @@ def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: st
         policy=resources.engine_for(run_config.policy),
         completer=resources.engine_for(run_config.completer_engine),
         grader=resources.grader_for(run_config.grading),
+        judge=resources.engine_for(run_config.judge_engine) if run_config.judge_engine else None,
         on_wave=lambda w: emit(ProgressEvent("wave", shard_id=shard_id, samples=w.samples, tokens=w.tokens, active=w.active)),
     )
     store.stage(run_id, shard_id, tables)
@@ -90,11 +91,13 @@ def commit_task(out: str, run_id: str, config: dict[str, Any], config_hash: str,
 
 
 @flow(name="steplabel-pipeline")
-def pipeline_flow(config: dict[str, Any], out: str, run_id: str) -> dict[str, Any]:
+def pipeline_flow(config: dict[str, Any], out: str, run_id: str | None = None) -> dict[str, Any]:
+    """Label the configured problems and commit a version; ``run_id`` None: named by the config's hash."""
     from steplabel import __version__
 
     started = time.monotonic()
     run_config = RunConfig.model_validate(config)
+    run_id = run_id or run_id_for(run_config)
     config_hash = run_config.hash()
     logger = get_run_logger()
     try:

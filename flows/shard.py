@@ -16,7 +16,9 @@ import pyarrow as pa
 
 from labelers.base import SolutionTask, StepLabels
 from labelers.driver import RolloutSampling, WaveDriver, WaveStats
+from labelers.consensus import consensus
 from labelers.hybrid import combine
+from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
 from labelers.registry import make_labeler
 from labelers.sympy_verifier import verify_solution
 from rollouts.answers import extract_answer
@@ -88,7 +90,7 @@ def source_reject_table(rejects: Sequence[SourceReject], ctx: RunContext, shard_
 
 
 def _sample_reject_row(r: SampleReject, ctx: RunContext, shard_id: str) -> dict:
-    return _reject_row(ctx, shard_id, item_id=r.solution_id or r.problem.problem_id, problem_id=r.problem.problem_id,
+    return _reject_row(ctx, shard_id, item_id=r.item_id, problem_id=r.problem.problem_id,
                        solution_id=r.solution_id, stage="sampling", reason=r.reason, detail=r.detail,
                        payload=r.payload, tokens=r.tokens)
 
@@ -159,6 +161,44 @@ def verify_row(row: dict, config: RunConfig) -> None:
         row["labels"], row["first_error"] = combine(row["mc_scores"], verdict.verdicts, settings.hybrid)
 
 
+def judge_and_filter(
+    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
+) -> tuple[list[dict], list[dict]]:
+    """Judge every labelled row in one engine call; keep the rows where judge and MC agree.
+
+    Returns (kept rows, reject rows). A judge failure or a disagreement is a reject with its reason.
+    """
+    stage = config.judge
+    assert stage is not None
+    items = [JudgeItem(r["solution_id"], r["prompt"], tuple(r["completions"])) for r in label_rows]
+    verdicts = judge_solutions(judge, items, stage.critic, base_seed=config.seed)
+    kept, rejected = [], []
+    for row in label_rows:
+        verdict = verdicts[row["solution_id"]]
+        if isinstance(verdict, JudgeFailure):
+            reason, detail, tokens = "engine_error", f"judge request failed: {verdict.reason}", 0
+        else:
+            row.update(judge_first_error=verdict.first_error, judge_rationale=verdict.rationale,
+                       judge_model=judge.model_name)
+            row["tokens_generated"] += verdict.tokens
+            decision = consensus(row["first_error"], verdict.first_error, row["labels"], stage.consensus)
+            row["consensus"] = decision.keep
+            if decision.keep:
+                row["labels"] = decision.labels if decision.labels is not None else row["labels"]
+                kept.append(row)
+                continue
+            reason, tokens = (decision.reason or "consensus_disagree").split(":")[0], verdict.tokens
+            detail = f"solution {row['solution_id']}: {decision.reason}"
+        rejected.append(
+            _reject_row(ctx, shard_id, item_id=row["solution_id"], problem_id=row["problem_id"],
+                        solution_id=row["solution_id"], stage="judge", reason=reason, detail=detail,
+                        payload=json.dumps({"steps": row["completions"], "labels": row["labels"],
+                                            "judge_rationale": row["judge_rationale"]}),
+                        tokens=row["tokens_generated"], rollouts=row["rollouts_used"])
+        )
+    return kept, rejected
+
+
 def rollout_judge(grader: Grader) -> Callable[[str, str], bool]:
     """Grades a rollout continuation: extract its final answer, compare with the reference."""
 
@@ -190,6 +230,7 @@ def label_shard(
     policy: Engine,
     completer: Engine,
     grader: Grader,
+    judge: Engine | None = None,
     on_wave: Callable[[WaveStats], None] | None = None,
 ) -> tuple[dict[str, pa.Table], ShardReport]:
     """Sample, label and build both tables for one shard."""
@@ -251,6 +292,11 @@ def label_shard(
                             detail=f"solution {sol.solution_id}: {outcome.failures[sol.solution_id]}",
                             payload=sol.text, tokens=sol.tokens)
             )
+    if config.judge is not None and label_rows:
+        if judge is None:
+            raise ValueError("the run config has a judge stage but no judge engine was given")
+        label_rows, judge_rejects = judge_and_filter(label_rows, config, ctx, plan.shard_id, judge)
+        reject_rows.extend(judge_rejects)
     tables = {
         STEP_LABELS: pa.Table.from_pylist(label_rows, schema=STEP_LABELS_SCHEMA),
         REJECTS: pa.Table.from_pylist(reject_rows, schema=REJECTS_SCHEMA),

@@ -153,7 +153,7 @@ class OmegaTree:
             if not state.estimated:
                 outcomes = yield [RolloutQuery(steps=state.steps, k=self.config.k)]
                 self.record(state, outcomes[0], pool=pool)
-            if state.correct > 0:
+            if state.mc > self.config.mc_threshold:
                 lo, parent = mid, state
             else:
                 hi = mid
@@ -238,7 +238,7 @@ class OmegaPRMLabeler:
         mc = [o.mc if o else 0.0 for o in owners]
         return {
             "steps": list(error.steps),
-            "labels": [value > 0 for value in mc],
+            "labels": [value > self.config.mc_threshold for value in mc],
             "mc": mc,
             "soft": [self._soft(value) for value in mc],
         }

@@ -38,6 +38,11 @@ class OmegaPRMConfig(BaseModel):
         "rooted at the solution's question, the solution being the first searched rollout",
     )
     k: int = Field(8, ge=1, description="rollouts per MC estimate (paper: 8)")
+    mc_threshold: float = Field(
+        0.0, ge=0, lt=1,
+        description="a prefix counts as able to succeed when MC > this (paper: 0). Raising it makes the search "
+        "robust to wrong prefixes that reach the answer by luck, at the price of weak-policy false negatives",
+    )
     label_mode: Literal["soft", "hard", "pairwise"] = Field("soft", description="paper default: soft (MC)")
     alpha: float = Field(0.5, gt=0, le=1, description="Q = alpha^(1-MC) * beta^(len/L)")
     beta: float = Field(0.9, gt=0, le=1)

@@ -40,7 +40,7 @@ class ScanConfig(BaseModel):
     confidence_threshold: float = Field(0.75, ge=0, le=1, description="SC >= this: correct solutions need no rollouts")
     tolerance: int = Field(2, ge=0, description="d: steps before the predicted error that get min(c_t/SC, 1)")
     below_threshold: Literal["scan", "skip"] = Field(
-        "scan",
-        description="questions with SC < threshold: scan every solution (default), or skip them with no rollouts "
-        "as the paper drops them (labels from the final answer only, flagged extra['filtered'])",
+        "skip",
+        description="questions with SC < threshold: skip them with no rollouts as the paper drops them (default; "
+        "the pipeline sends them to rejects as self_confidence_below_threshold), or scan every solution anyway",
     )

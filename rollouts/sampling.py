@@ -49,6 +49,14 @@ class SampleReject:
     detail: str
     payload: str
     tokens: int
+    sample_index: int | None = None  # None: the whole problem failed
+
+    @property
+    def item_id(self) -> str:
+        """Unique per rejected item: a duplicate sample shares its solution_id with the kept one."""
+        if self.sample_index is None:
+            return self.problem.problem_id
+        return f"{self.solution_id}#{self.sample_index}"
 
 
 def solution_id(problem_id: str, text: str) -> str:
@@ -83,7 +91,7 @@ def sample_solutions(
             where = f"problem {problem.problem_id} sample {index}"
 
             def reject(reason: str, detail: str) -> None:
-                rejects.append(SampleReject(problem, sid, reason, f"{where}: {detail}", text, completion.tokens))
+                rejects.append(SampleReject(problem, sid, reason, f"{where}: {detail}", text, completion.tokens, index))
 
             if sid in seen:
                 reject("duplicate_solution", "same text as an earlier sample of this problem")

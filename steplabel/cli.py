@@ -16,13 +16,14 @@ from rich.table import Table
 from steplabel.cli_export import export_command, publish_command
 from steplabel.cli_inspect import inspect_command
 from steplabel.cli_report import report_command
+from steplabel.cli_serve import serve_command
 from steplabel.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_OUT = Path("steplabel-data")
+DEFAULT_OUT = "steplabel-data"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -39,7 +40,7 @@ def _prefect_defaults() -> None:
 @app.command()
 def run(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config; default: the embedded quick-start")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="dataset directory (the versioned store)")] = DEFAULT_OUT,
+    out: Annotated[str, typer.Option("--out", "-o", help="dataset directory or object-store URL (s3://...)")] = DEFAULT_OUT,
 ) -> None:
     """Run the whole pipeline and commit a new version of the dataset at OUT."""
     try:
@@ -52,14 +53,18 @@ def run(
 
     started = time.monotonic()
     run_id = run_id_for(run_config)
-    console.print(f"steplabel run [bold]{run_id}[/] -> {out.resolve()}  (config hash {run_config.hash()[:12]})")
+    console.print(f"steplabel run [bold]{run_id}[/] -> {_where(out)}  (config hash {run_config.hash()[:12]})")
     with RunProgress(console):
         result = pipeline_flow(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
     wall = time.monotonic() - started
     _print_run_summary(out, result, wall)
 
 
-def run_summary(out: Path, run_id: str, version: str) -> dict[str, Any]:
+def _where(out: str) -> str:
+    return out if "://" in out else str(Path(out).resolve())
+
+
+def run_summary(out: str, run_id: str, version: str) -> dict[str, Any]:
     """Counts of what one run contributed to a version (a version may hold several runs)."""
     import polars as pl
 
@@ -88,14 +93,17 @@ def run_summary(out: Path, run_id: str, version: str) -> dict[str, Any]:
     summary["tokens"] += int(rejects["tokens_generated"].sum() or 0)
     summary["rejects"] = rejects.height
     summary["rejects_by_reason"] = by_reason
+    judged_out = rejects.filter(pl.col("stage") == "judge").height
+    consensus_kept = store.scan("step_labels", version).filter(mine & pl.col("consensus")).select(pl.len()).collect().item()
+    summary["judge_retention"] = consensus_kept / (consensus_kept + judged_out) if consensus_kept + judged_out else None
     return summary
 
 
-def _print_run_summary(out: Path, result: dict[str, Any], wall: float) -> None:
+def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
     summary = run_summary(out, result["run_id"], result["version"])
     table = Table(title=f"run {result['run_id']} -> version {result['version']}", show_header=False)
     rows = [
-        ("dataset", str(out.resolve())),
+        ("dataset", _where(out)),
         ("version", f"{result['version']}" + ("" if result["created"] else " (nothing new: already committed)")),
         ("problems", str(result["problems"])),
         ("shards", f"{result['shards']} ({result['shards_skipped']} resumed from staging)"),
@@ -104,6 +112,8 @@ def _print_run_summary(out: Path, result: dict[str, Any], wall: float) -> None:
         ("label balance", f"{summary['positive_steps']} good / {summary['negative_steps']} bad"
                           f" ({100 * summary['positive_steps'] / max(summary['steps'], 1):.1f}% good)"),
         ("rejects", ", ".join(f"{k}: {v}" for k, v in summary["rejects_by_reason"].items()) or "0"),
+        ("judge retention", "judge off" if summary["judge_retention"] is None
+                            else f"{100 * summary['judge_retention']:.1f}% kept by consensus"),
         ("rollouts", str(summary["rollouts"])),
         ("tokens generated", str(summary["tokens"])),
         ("wall time", f"{wall:.1f} s"),
@@ -195,6 +205,7 @@ def evaluate(
 
 
 app.command("inspect")(inspect_command)
+app.command("serve")(serve_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("publish")(publish_command)

@@ -188,7 +188,7 @@ def _print_diff(diff: dict[str, Any]) -> None:
 # command
 # --------------------------------------------------------------------------------------------------------
 def inspect_command(
-    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    directory: Annotated[str, typer.Argument(help="dataset directory (or s3://... URL) written by `steplabel run`")],
     version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
     show: Annotated[int, typer.Option("--show", min=0, help="print K (filtered) solutions step by step")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
@@ -213,7 +213,7 @@ def inspect_command(
     from storage.inspection import InspectionError, diff_versions, filter_rows, version_stats
     from storage.store import ShardStore, StoreError
 
-    if not directory.is_dir():
+    if "://" not in directory and not Path(directory).is_dir():
         _fail(f"{directory}: no such directory")
     store = ShardStore(directory)
 

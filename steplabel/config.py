@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from labelers.consensus_config import ConsensusConfig
 from labelers.hybrid_config import HybridConfig
+from labelers.judge_config import JudgeConfig
 from labelers.math_shepherd_config import MathShepherdConfig
 from labelers.omegaprm_config import OmegaPRMConfig
 from labelers.rpe_config import RPEConfig
@@ -90,15 +92,22 @@ class OpenAIEngineConfig(Strict):
 
 
 class VLLMEngineConfig(Strict):
-    """vLLM offline ``LLM.generate`` (install ``steplabel[vllm]``)."""
+    """vLLM offline ``LLM.generate`` in a worker process of its own (see the README's vLLM section).
+
+    vLLM pins fastapi < 0.137 while Prefect 3.8.8 needs >= 0.139, so vLLM lives in its own environment:
+    ``python`` is that environment's interpreter (null: this one). One model per process also means GPU
+    memory is really released when the run ends.
+    """
 
     kind: Literal["vllm"] = "vllm"
     model: str
+    python: str | None = None
     dtype: str = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: int | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     enable_prefix_caching: bool = True
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed on to vllm.LLM(...)")
 
 
 EngineConfig = Annotated[
@@ -173,6 +182,17 @@ class VerificationConfig(Strict):
     hybrid: HybridConfig | None = None
 
 
+class JudgeStageConfig(Strict):
+    """LLM-as-judge critique plus the consensus filter (Qwen "Lessons"; GenPRM with ``mode: genprm``).
+
+    Off unless the run config has a ``judge:`` section. ``engine`` null: the completer judges.
+    """
+
+    engine: EngineConfig | None = None
+    critic: JudgeConfig = Field(default_factory=JudgeConfig)
+    consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
+
+
 class GradingConfig(Strict):
     timeout_s: float = Field(5.0, gt=0)
 
@@ -196,7 +216,14 @@ class RunConfig(Strict):
     labeler: LabelerConfig = Field(default_factory=lambda: OmegaPRMConfig(k=4))
     grading: GradingConfig = Field(default_factory=GradingConfig)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
+    judge: JudgeStageConfig | None = Field(None, description="null: no judge stage")
     shard_size: int = Field(4, ge=1, description="problems per shard (the unit of work and of resume)")
+
+    @property
+    def judge_engine(self) -> LlamaCppEngineConfig | OpenAIEngineConfig | VLLMEngineConfig | None:
+        if self.judge is None:
+            return None
+        return self.judge.engine or self.completer_engine
 
     @property
     def completer_engine(self) -> LlamaCppEngineConfig | OpenAIEngineConfig | VLLMEngineConfig:

@@ -159,7 +159,7 @@ def predict_first_errors(
     needs its gold answer in ``answer`` or ``reference``; ``final_answer_correct`` is used when present,
     else the last step is graded. A record whose rollouts failed raises, naming it.
 
-    ``judge``: ``judge_config``, else ``config.judge`` if the config has one, else :class:`JudgeConfig`
+    ``judge``: ``judge_config``, else ``config.judge.critic`` if the run config has a judge stage, else :class:`JudgeConfig`
     defaults; seeds from ``config.seed``. A failed judge request raises, naming the record; an unparsable
     judgement is predicted ``None``. ``grader`` may be None.
 
@@ -195,7 +195,8 @@ def predict_first_errors(
 def _judge_predictions(
     records: Sequence[dict], engine: Engine, config: Any, judge_config: JudgeConfig | None
 ) -> list[int | None]:
-    cfg = judge_config or getattr(config, "judge", None) or JudgeConfig()
+    stage = getattr(config, "judge", None)
+    cfg = judge_config or (stage.critic if stage is not None else None) or JudgeConfig()
     items = [JudgeItem(f"r{i}", r["problem"], tuple(r["steps"])) for i, r in enumerate(records)]
     verdicts = judge_solutions(engine, items, cfg, base_seed=getattr(config, "seed", 0))
     out: list[int | None] = []

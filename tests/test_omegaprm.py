@@ -176,3 +176,16 @@ def test_unknown_fields_are_rejected():
     with pytest.raises(ValueError):
         OmegaPRMConfig(mode="tree", alpah=0.4)
     assert SolutionTask  # imported for type clarity
+
+
+def test_mc_threshold_treats_lucky_wrong_prefixes_as_failures():
+    # True first error at step index 1: prefixes of 2-4 steps are wrong but reach the answer 1 of 8 times.
+    mc = {1: 6, 2: 1, 3: 1, 4: 1, 5: 0, 6: 0, 7: 0}
+    engine = ScriptedEngine(planted(mc))
+    task = make_task(n_steps=8, final_correct=False)
+    paper = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=8))).labels["s1"]
+    assert paper.first_error == 4  # MC 1/8 > 0 at prefix 4 sends the paper's rule to the right
+    engine = ScriptedEngine(planted(mc))
+    robust = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=8, mc_threshold=0.25))).labels["s1"]
+    assert robust.first_error == 1  # 1/8 at prefixes 4 and 2 is under 0.25: both count as failed
+    assert robust.labels == [True] + [False] * 7

@@ -49,11 +49,11 @@ def test_scan_stops_at_the_first_zero_and_uses_the_final_answer_last():
 
 def test_low_confidence_scan_or_skip():
     engine = ScriptedEngine(planted({0: 0, 1: 2, 2: 2}))
-    low_scan = driver_for(engine).run([make_task(n_steps=3)], ScanLabeler(ScanConfig(k=2, sc_samples=3))).labels["s1"]
+    low_scan = driver_for(engine).run([make_task(n_steps=3)], ScanLabeler(ScanConfig(k=2, sc_samples=3, below_threshold="scan"))).labels["s1"]
     assert low_scan.extra["self_confidence"] == pytest.approx(1 / 3) and low_scan.extra["confident"] is False
     assert low_scan.first_error == -1 and low_scan.rollouts_used == 2 + 4  # correct, but scanned
     engine = ScriptedEngine(planted({0: 0}))
-    skipped = driver_for(engine).run([make_task(n_steps=3)], ScanLabeler(ScanConfig(sc_samples=3, below_threshold="skip"))).labels["s1"]
+    skipped = driver_for(engine).run([make_task(n_steps=3)], ScanLabeler(ScanConfig(sc_samples=3))).labels["s1"]  # skip is the default
     assert skipped.extra["filtered"] == "self_confidence_below_threshold" and skipped.rollouts_used == 2
 
 

@@ -71,3 +71,35 @@ def test_shard_ids_are_deterministic_and_config_dependent():
     assert [p.shard_id for p in first] == [p.shard_id for p in again]
     assert [len(p.problems) for p in first] == [2, 2, 1]
     assert first[0].shard_id != plan_shards(problems, 2, "h2")[0].shard_id
+
+
+def test_sympy_verification_fills_tool_columns():
+    tables, _ = run_shard(ScriptedEngine(script))
+    rows = {(r["problem_id"], r["final_answer"]): r for r in tables["step_labels"].to_pylist()}
+    wrong = rows[("p1", "6")]  # "Step 1: 2 + 3 = 6."
+    assert wrong["tool_verdicts"] == ["refuted"] and wrong["tool_first_error"] == 0
+    assert "2 + 3 = 6" in wrong["tool_evidence"][0]
+    right = rows[("p1", "5")]
+    assert right["tool_verdicts"][0] == "verified" and right["tool_first_error"] == -1
+
+
+def judged_script(request: GenerationRequest, index: int) -> str:
+    """Answers judge prompts with 'first error at paragraph 0', everything else as `script`."""
+    if "<paragraph_0>" in request.prompt:
+        return "Paragraph 0 is already wrong.\n\\boxed{0}"
+    return script(request, index)
+
+
+def test_judge_stage_keeps_agreeing_rows_and_rejects_the_rest():
+    config = CONFIG.model_copy(update={"judge": parse_config({"judge": {}}).judge})
+    engine = ScriptedEngine(judged_script)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS), config, RunContext.now("run-x", config.hash()),
+                                policy=engine, completer=engine, grader=grader, judge=engine)
+    kept = tables["step_labels"].to_pylist()
+    judged_rejects = [r for r in tables["rejects"].to_pylist() if r["stage"] == "judge"]
+    # MC first errors: correct solutions -1, the two wrong ones 0; the judge always says 0.
+    assert sorted(r["first_error"] for r in kept) == [0, 0, 0, 0]
+    assert all(r["consensus"] is True and r["judge_first_error"] == 0 and r["judge_model"] == "scripted" for r in kept)
+    assert len(judged_rejects) == 2
+    assert all(r["reason"] == "consensus_disagree" and "mc=-1 judge=0" in r["detail"] for r in judged_rejects)

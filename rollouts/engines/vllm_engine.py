@@ -120,6 +120,10 @@ class VLLMEngine:
             try:
                 outputs = self._llm.generate(prompts, sps, use_tqdm=self.use_tqdm)
             except Exception as exc:
+                if type(exc).__name__ == "EngineDeadError":
+                    # the engine process is gone: no later call can succeed, so this is an engine error
+                    # (the flow retries it; VLLMProcessEngine then starts a fresh worker), not a reject
+                    raise EngineError(f"vLLM engine for {self.model_name} died: {exc}") from exc
                 # a batch-level failure: every request of the batch carries the error, none is dropped silently
                 log.exception("vLLM generate failed")
                 message = f"vLLM generate failed for the batch: {type(exc).__name__}: {exc}"

@@ -1,0 +1,79 @@
+"""Run the real pipeline flow in a subprocess on a scripted engine (for crash/resume tests).
+
+    python tests/run_pipeline_script.py --config CONFIG.json --out DIR [--sleep 0.002]
+
+The scripted engine solves the built-in problems right on even samples and off by one on odd ones (as in
+``tests/test_pipeline_flow.py``) and sleeps ``--sleep`` seconds per sample, so a run lasts long enough to be
+killed at random points. With ``--events`` it prints ``EVENT <kind> <shard_id>`` lines (progress events,
+waves left out; ``shard_done`` comes after the shard is staged) so a test can kill it at chosen points. Prints the flow's result as one JSON line on stdout. Pass ``PREFECT_API_URL`` of a
+running server (the tests pass the session harness's) so that each child does not start its own ephemeral
+server; ``PREFECT_HOME`` should point at a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def arithmetic_script_factory(num_problems: int, seed: int, sleep_s: float):
+    from rollouts.builtin_problems import generate_problems
+
+    answers = {p.question: p.answer for p in generate_problems(num_problems, seed=seed)}
+
+    def script(request, index: int) -> str:
+        if sleep_s:
+            time.sleep(sleep_s)
+        question = request.prompt.split("Question:")[-1]
+        answer = answers.get(question.split("\n")[0].strip(), 0) + index % 2
+        if re.search(r"^Step \d+:", question, flags=re.MULTILINE):
+            return f"Step 9: so it is {answer}.\nThe answer is {answer}."
+        return f"Step 1: add them up.\nStep 2: that gives {answer}.\nThe answer is {answer}."
+
+    return script
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="run config as a JSON (or YAML) file")
+    parser.add_argument("--out", required=True, help="dataset root")
+    parser.add_argument("--sleep", type=float, default=0.002, help="seconds per generated sample")
+    parser.add_argument("--events", action="store_true", help="print 'EVENT <kind> <shard>' lines as the run goes")
+    args = parser.parse_args(argv)
+
+    from flows import resources
+    from flows.pipeline import pipeline_flow, run_id_for
+    from steplabel.config import load_config
+    from tests.scripted_engine import ScriptedEngine
+
+    config = load_config(args.config)
+    source = config.source
+    script = arithmetic_script_factory(getattr(source, "num_problems", 0), getattr(source, "seed", 0), args.sleep)
+    engine = ScriptedEngine(script)
+    resources.build_engine = lambda engine_config: engine  # what the flow tests monkeypatch
+    if args.events:
+        from flows.progress import add_listener
+
+        def print_event(event) -> None:
+            if event.kind != "wave":
+                sys.stdout.write(f"EVENT {event.kind} {event.shard_id or '-'}\n")
+                sys.stdout.flush()
+
+        add_listener(print_event)
+    result = pipeline_flow(config=config.model_dump(mode="json"), out=args.out, run_id=run_id_for(config))
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

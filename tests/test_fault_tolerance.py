@@ -1,0 +1,434 @@
+"""Fault tolerance of the whole pipeline: SIGKILL at random points and resume; a flaky / dead
+OpenAI-compatible server; two writers committing to one dataset at once (threads and processes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import fsspec
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories` under any import mode
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+from factories import make_reject_rows, make_step_label_rows  # noqa: E402
+
+from rollouts.builtin_problems import generate_problems  # noqa: E402
+from rollouts.sources import load_problems  # noqa: E402
+from steplabel.config import RunConfig, parse_config  # noqa: E402
+from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
+from storage.store import FsspecFS, ShardStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "tests" / "run_pipeline_script.py"
+COMPARED = ["solution_id", "problem_id", "completions", "labels", "mc_scores", "mc_correct", "mc_total", "first_error"]
+
+
+def assert_complete(store: ShardStore, config: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every problem's samples are labelled or rejected with a reason; no duplicates; no placeholder rows."""
+    labels, rejects = store.read(STEP_LABELS), store.read(REJECTS)
+    assert labels["solution_id"].n_unique() == labels.height, "duplicate labelled solutions"
+    # a `duplicate_solution` reject carries the id of the sample it duplicates (rollouts/sampling.py), so
+    # item_id is unique only among the other rejects
+    unique = rejects.filter(pl.col("reason") != "duplicate_solution")
+    dups = unique.filter(pl.col("item_id").is_duplicated()).select("item_id", "solution_id", "stage", "reason", "detail")
+    assert dups.height == 0, f"duplicate rejects: {dups.sort('item_id').to_dicts()}"
+    problems, _ = load_problems(config.source)
+    n = config.sampling.num_solutions
+    for problem in problems:
+        pid = problem.problem_id
+        mine = rejects.filter(pl.col("problem_id") == pid)
+        whole = mine.filter(pl.col("solution_id").is_null())
+        done = labels.filter(pl.col("problem_id") == pid).height + mine.filter(pl.col("solution_id").is_not_null()).height
+        assert whole.height or done == n, f"{pid}: {done} of {n} samples accounted for and no problem-level reject"
+    assert rejects.filter(pl.col("reason").is_null() | (pl.col("reason") == "")).height == 0
+    assert rejects.filter(pl.col("detail").is_null() | (pl.col("detail") == "")).height == 0
+    # no placeholder rows: real completions, one non-null label per step
+    assert labels.filter(pl.col("completions").list.len() == 0).height == 0
+    assert labels.select(pl.col("completions").list.eval(pl.element().str.strip_chars() == "").list.any().sum()).item() == 0
+    assert labels.filter(pl.col("labels").is_null() | (pl.col("labels").list.len() != pl.col("completions").list.len())).height == 0
+    assert labels.select(pl.col("labels").list.eval(pl.element().is_null()).list.any().sum()).item() == 0
+    return labels, rejects
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (a) SIGKILL at random points, resume, compare with an uninterrupted run
+# ----------------------------------------------------------------------------------------------------------
+CRASH_CONFIG = {
+    "source": {"kind": "builtin", "num_problems": 40},
+    "sampling": {"num_solutions": 4},
+    "labeler": {"name": "math_shepherd", "k": 4},
+    "shard_size": 2,
+}
+
+
+class Child:
+    """The pipeline in a subprocess (its own process group) whose progress events we read line by line."""
+
+    def __init__(self, config_file: Path, out: Path, env: dict[str, str], log: Path):
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--config", str(config_file), "--out", str(out), "--sleep", "0.002", "--events"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log, start_new_session=True,
+        )
+        self.events: queue.Queue[str] = queue.Queue()
+        self.result: dict | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode().strip()
+            if line.startswith("EVENT "):
+                self.events.put(line.split()[1])
+            elif line.startswith("{"):
+                self.result = json.loads(line)
+        self.events.put("EOF")
+
+    def wait_events(self, kinds: set[str], count: int, timeout: float) -> bool:
+        """Wait until ``count`` events of ``kinds`` were seen; False if the child ended first."""
+        seen, deadline = 0, time.monotonic() + timeout
+        while seen < count:
+            try:
+                kind = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty as e:
+                raise AssertionError(f"child made no progress in {timeout}s (see {self.log.name})") from e
+            if kind == "EOF":
+                return False
+            seen += kind in kinds
+        return True
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the child and anything it started (grader worker)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def finish(self, timeout: float = 180) -> dict:
+        rc = self.proc.wait(timeout=timeout)
+        self.log.close()
+        for _ in range(100):  # the reader thread may lag behind the exit
+            if self.result is not None:
+                break
+            time.sleep(0.02)
+        assert rc == 0 and self.result is not None, f"child failed with {rc}; see {self.log.name}"
+        return self.result
+
+
+@pytest.fixture
+def child_env(prefect_harness, tmp_path: Path) -> dict[str, str]:
+    """Children talk to the session harness's server instead of starting their own (~10 s each)."""
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = dict(os.environ)
+    env.update(
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def _staged(out: Path) -> int:
+    staging = out / "staging"
+    return sum(1 for _ in staging.rglob("*.done")) if staging.exists() else 0
+
+
+@pytest.mark.flow
+def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(child_env, tmp_path: Path):
+    started = time.monotonic()
+    config = parse_config(CRASH_CONFIG)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.model_dump(mode="json")))
+    shards_total = -(-40 // 2)
+
+    reference = Child(config_file, tmp_path / "reference", child_env, tmp_path / "reference.log").finish()
+    assert reference["created"] and reference["shards_skipped"] == 0 and reference["shards"] == shards_total
+
+    out = tmp_path / "crashy"
+    rng = random.Random(20240611)
+    kills: list[dict] = []
+    progress = {"shard_done", "shard_skipped"}
+    while len(kills) < 10:
+        child = Child(config_file, out, child_env, tmp_path / "crashy.log")
+        point = rng.random()
+        if point < 0.2:  # anywhere during start-up, loading problems or planning
+            time.sleep(rng.uniform(0.2, 2.0))
+            where = "startup"
+        else:  # after a random number of shards, a random moment into the next shard (or the commit)
+            alive = child.wait_events({"run_started"}, 1, timeout=120)
+            left = shards_total - _staged(out)
+            alive = alive and child.wait_events(progress, shards_total - left + rng.randint(0, min(2, left)), timeout=120)
+            time.sleep(rng.uniform(0.0, 0.25))
+            where = "mid-run" if alive else "after-exit"
+        child.kill()
+        kills.append({"where": where, "staged": _staged(out), "latest": ShardStore(out).latest()})
+        if kills[-1]["latest"] is not None:  # the run got to commit: start over on a fresh directory
+            # (keeps all 10 kills meaningful; the committed one is checked below like the final one)
+            assert_complete(ShardStore(out), config)
+            out = tmp_path / f"crashy-{len(kills)}"
+
+    resumed = Child(config_file, out, child_env, tmp_path / "crashy.log").finish()
+    assert resumed["version"] == "v0001"
+    assert sum(k["where"] == "mid-run" and 0 < k["staged"] < shards_total for k in kills) >= 3, kills
+
+    expected = ShardStore(tmp_path / "reference")
+    for root in sorted(p for p in tmp_path.iterdir() if p.name.startswith("crashy") and p.is_dir()):
+        store = ShardStore(root)
+        assert store.versions() == ["v0001"], (root, store.versions())
+        labels, rejects = assert_complete(store, config)
+        want = expected.read(STEP_LABELS).select(COMPARED).sort("solution_id")
+        assert labels.select(COMPARED).sort("solution_id").equals(want), root
+        assert rejects.select("item_id", "reason").sort("item_id").equals(
+            expected.read(REJECTS).select("item_id", "reason").sort("item_id")
+        )
+        assert store.manifest().stats == expected.manifest().stats
+        assert len(store.manifest().shards) == shards_total
+        for entries in store.manifest().tables.values():  # every committed file intact
+            for e in entries:
+                assert store.fs.sha256(store.fs.join(store.root, e.path)) == e.sha256
+    print(f"\n{len(kills)} kills {kills}, total {time.monotonic() - started:.1f} s")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (b) a real HTTP server that drops, stalls or fails ~10% of requests
+# ----------------------------------------------------------------------------------------------------------
+FLAKY_PROBLEMS = 8
+FLAKY_ANSWERS = {p.question: p.answer for p in generate_problems(FLAKY_PROBLEMS)}
+
+
+def scripted_text(prompt: str, seed: int) -> str:
+    question = prompt.split("Question:")[-1]
+    answer = FLAKY_ANSWERS.get(question.split("\n")[0].strip(), 0) + seed % 2
+    if re.search(r"^Step \d+:", question, flags=re.MULTILINE):
+        return f"Step 9: so it is {answer}."
+    verb = ("add them up", "sum the numbers", "combine the amounts", "work it out")[seed % 4]
+    return f"Step 1: {verb}.\nStep 2: that gives {answer}.\nThe answer is {answer}."
+
+
+class FlakyServer:
+    """``/v1/completions`` with scripted answers. Faults are deterministic per (prompt, seed, attempt):
+    a request's first attempt fails for ~10% of keys (drop / stall past the client timeout / HTTP 500, in
+    turn, by a counter) and every attempt fails for ~1% of keys (those samples must end in rejects)."""
+
+    def __init__(self, stall_s: float = 2.0):
+        self.attempts: dict[str, int] = {}
+        self.faults = {"drop": 0, "stall": 0, "500": 0, "ok": 0}
+        self.first_faults = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path.rstrip("/") != "/v1/completions":
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                key = hashlib.sha256(f"{body['prompt']}|{body['seed']}".encode()).digest()
+                h = int.from_bytes(key[:4], "big")
+                with server.lock:
+                    attempt = server.attempts.get(key.hex(), 0)
+                    server.attempts[key.hex()] = attempt + 1
+                fault = None
+                with server.lock:
+                    if h % 100 == 0:
+                        fault = "500"
+                    elif h % 10 == 0 and attempt == 0:  # the kinds in turn, by a counter of first faults
+                        fault = ("drop", "stall", "500")[server.first_faults % 3]
+                        server.first_faults += 1
+                    server.faults[fault or "ok"] += 1
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "stall":
+                    time.sleep(stall_s)
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "scripted server error"}})
+                text = scripted_text(body["prompt"], int(body["seed"]))
+                self._send(200, {
+                    "id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(body["prompt"].split()), "completion_tokens": len(text.split())},
+                })
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there: connection refused
+
+
+@pytest.fixture
+def flaky_server():
+    server = FlakyServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.flow
+@pytest.mark.parametrize("layout", ["one-flaky", "flaky-plus-dead"])
+def test_flaky_and_dead_servers_end_labelled_or_rejected(prefect_harness, flaky_server, tmp_path, layout):
+    from flows.pipeline import pipeline_flow, run_id_for
+
+    base_urls = [flaky_server.url] if layout == "one-flaky" else [dead_url(), flaky_server.url]
+    config = parse_config({
+        "source": {"kind": "builtin", "num_problems": FLAKY_PROBLEMS},
+        "policy": {"kind": "openai", "base_urls": base_urls, "model": "scripted", "timeout_s": 1, "max_retries": 3},
+        "sampling": {"num_solutions": 4},
+        "labeler": {"name": "math_shepherd", "k": 3},
+        "shard_size": 4,
+    })
+    started = time.monotonic()
+    result = pipeline_flow(config=config.model_dump(mode="json"), out=str(tmp_path / "d"), run_id=run_id_for(config))
+    wall = time.monotonic() - started
+    assert result["version"] == "v0001" and result["problems"] == FLAKY_PROBLEMS
+    faults = flaky_server.faults
+    assert faults["drop"] and faults["stall"] and faults["500"], faults  # every kind of fault was served
+    labels, rejects = assert_complete(ShardStore(tmp_path / "d"), config)
+    assert labels.height >= FLAKY_PROBLEMS * 4 // 2, (labels.height, rejects.to_dicts())  # most samples survive the faults
+    engine_errors = rejects.filter(pl.col("reason") == "engine_error")
+    for detail in engine_errors["detail"]:  # the reason names the URL and what went wrong
+        assert "127.0.0.1" in detail or "failed" in detail, detail
+    print(f"\n{layout}: faults {faults}, {labels.height} labelled, {rejects.height} rejected, {wall:.1f} s")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# (c) two writers committing to the same dataset at once
+# ----------------------------------------------------------------------------------------------------------
+CFG = {"labeler": "hard_mc"}
+
+
+def _stage_run(store: ShardStore, run_id: str, shards: list[str], n: int = 20) -> None:
+    for s in shards:
+        store.stage(run_id, s, {
+            STEP_LABELS: make_step_label_rows(n, run_id=run_id, shard_id=s),
+            REJECTS: make_reject_rows(2, run_id=run_id, shard_id=s),
+        })
+
+
+def _check_two_writers(store: ShardStore, results: list[tuple], runs: dict[str, list[str]], n: int = 20) -> None:
+    assert all(r[0] != "error" for r in results), results
+    assert sorted((v, p) for v, p in results) == [("v0001", None), ("v0002", "v0001")]
+    m = store.manifest()
+    assert store.versions() == ["v0001", "v0002"] and set(m.run_ids) == set(runs)
+    assert sorted(m.shards) == sorted(s for ss in runs.values() for s in ss)
+    total = n * sum(len(s) for s in runs.values())
+    df = store.read()
+    assert df.height == total and df["solution_id"].n_unique() == total
+    for entries in m.tables.values():
+        for e in entries:  # nothing lost or corrupted
+            path = store.fs.join(store.root, e.path)
+            assert store.fs.sha256(path) == e.sha256
+            assert pq.ParquetFile(store.fs.fs.open(path) if isinstance(store.fs, FsspecFS) else path).metadata.num_rows == e.rows
+
+
+def _commit_in_thread(root: str, make, run_id: str, barrier: threading.Barrier, results: list) -> None:
+    try:
+        store = make(root)
+        barrier.wait(timeout=30)
+        m = store.commit(run_id, config=CFG, config_hash="h", code_version="t")
+        results.append((m.version, m.parent))
+    except BaseException as e:  # noqa: BLE001
+        results.append(("error", repr(e)))
+
+
+@pytest.mark.parametrize("kind", ["local", "memory", "fsspec-file"])
+def test_two_writer_threads(tmp_path: Path, kind: str):
+    import uuid
+
+    root = {
+        "local": str(tmp_path / "d"),
+        "memory": f"memory://two-writers-{uuid.uuid4().hex[:8]}/d",
+        "fsspec-file": f"file://{tmp_path}/d",
+    }[kind]
+    make = (lambda r: ShardStore(r, fs=FsspecFS(fsspec.filesystem("file")))) if kind == "fsspec-file" else ShardStore
+    runs = {"ra": ["a0", "a1", "a2"], "rb": ["b0", "b1"]}
+    for run, shards in runs.items():
+        _stage_run(make(root), run, shards)
+    barrier, results = threading.Barrier(2), []
+    threads = [threading.Thread(target=_commit_in_thread, args=(root, make, r, barrier, results)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    _check_two_writers(make(root), results, runs)
+
+
+def _commit_process(root: str, use_fsspec: bool, run_id: str, shards: list[str], barrier, out_queue) -> None:
+    try:
+        store = ShardStore(root, fs=FsspecFS(fsspec.filesystem("file"))) if use_fsspec else ShardStore(root)
+        _stage_run(store, run_id, shards)
+        barrier.wait(timeout=60)
+        m = store.commit(run_id, config=CFG, config_hash="h", code_version="t")
+        out_queue.put((m.version, m.parent))
+    except BaseException as e:  # noqa: BLE001 - report instead of hanging the parent
+        out_queue.put(("error", repr(e)))
+
+
+@pytest.mark.parametrize("use_fsspec", [False, True], ids=["local-filelock", "fsspec-remote-lock"])
+def test_two_writer_processes(tmp_path: Path, use_fsspec: bool):
+    """Processes cannot share ``memory://``; ``FsspecFS`` on ``file://`` runs the object-store protocol
+    (exclusive-create lock object and manifest claims) across real processes."""
+    root = f"file://{tmp_path}/d" if use_fsspec else str(tmp_path / "d")
+    ctx = mp.get_context("spawn")
+    barrier, out_queue = ctx.Barrier(2), ctx.Queue()
+    runs = {"ra": ["a0", "a1", "a2"], "rb": ["b0", "b1"]}
+    procs = [ctx.Process(target=_commit_process, args=(root, use_fsspec, r, s, barrier, out_queue)) for r, s in runs.items()]
+    for p in procs:
+        p.start()
+    results = [out_queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    store = ShardStore(root, fs=FsspecFS(fsspec.filesystem("file"))) if use_fsspec else ShardStore(root)
+    _check_two_writers(store, results, runs)
+    assert not list((tmp_path / "d").rglob("*.tmp-*")) and not (tmp_path / "d" / ".lock").exists() or not use_fsspec
