@@ -36,15 +36,17 @@ def build_engine(config: EngineConfig) -> Engine:
             split_n=config.split_n,
         )
     if config.kind == "vllm":
-        from rollouts.engines.vllm_engine import VLLMEngine
+        from rollouts.engines.vllm_process import VLLMProcessEngine
 
-        return VLLMEngine(
-            model=config.model,
+        return VLLMProcessEngine(
+            config.model,
+            python=config.python,
             dtype=config.dtype,
             gpu_memory_utilization=config.gpu_memory_utilization,
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
             enable_prefix_caching=config.enable_prefix_caching,
+            engine_kwargs=config.engine_kwargs,
         )
     raise ValueError(f"unknown engine kind {config.kind!r}")
 

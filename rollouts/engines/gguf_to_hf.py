@@ -31,6 +31,29 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
     the size). A folder already converted from the same file (same size and mtime) is reused unless
     ``overwrite``.
     """
+    gguf = Path(gguf_path).expanduser().resolve()
+    out = Path(out_dir).expanduser()
+    if not gguf.is_file():
+        raise FileNotFoundError(gguf)
+    stat = gguf.stat()
+    source = {"gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": dtype}
+    marker = out / _MARKER
+    if not overwrite and marker.is_file():
+        try:
+            cached = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            cached = None
+        # the marker's add_bos_token came from this very file (same size and mtime): reading the GGUF's
+        # metadata again would cost ~9 s (GGUFReader parses the whole vocabulary)
+        if (isinstance(cached, dict) and {k: cached.get(k) for k in source} == source
+                and isinstance(cached.get("add_bos_token"), bool)
+                and (add_bos_token is None or cached["add_bos_token"] == add_bos_token)):
+            return out
+    if add_bos_token is None:
+        add_bos_token = _gguf_add_bos(gguf)
+    source["add_bos_token"] = add_bos_token
+
+    # imported after the cache check: a cached folder costs no torch/transformers import (~10 s)
     try:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -38,24 +61,6 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
         raise ImportError(
             "converting GGUF to HF needs transformers, torch and gguf: install steplabel[vllm]"
         ) from exc
-
-    gguf = Path(gguf_path).expanduser().resolve()
-    out = Path(out_dir).expanduser()
-    if not gguf.is_file():
-        raise FileNotFoundError(gguf)
-    stat = gguf.stat()
-    if add_bos_token is None:
-        add_bos_token = _gguf_add_bos(gguf)
-    source = {"gguf": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "dtype": dtype,
-              "add_bos_token": add_bos_token}
-    marker = out / _MARKER
-    if not overwrite and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == source:
-                return out
-        except (OSError, ValueError):
-            pass
-
     torch_dtype = getattr(torch, dtype)
     folder, name = str(gguf.parent), gguf.name
     log.info("converting %s to an HF model in %s", gguf, out)
