@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from labelers.base import SolutionTask, StepLabels
+from labelers.base import SolutionTask, StepLabels, first_false
 from labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from labelers.consensus import consensus
 from labelers.hybrid import combine
 from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
 from labelers.registry import make_labeler
+from labelers.code_verifier import verify_steps_with_code
 from labelers.sympy_verifier import verify_solution
 from rollouts.answers import extract_answer
 from rollouts.engines.base import Engine
@@ -148,17 +149,30 @@ def filter_reason(labels: StepLabels) -> str | None:
     return None
 
 
-def verify_row(row: dict, config: RunConfig) -> None:
-    """Tool verification of one labelled row: sympy verdicts per step, optionally merged into the labels."""
+def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) -> None:
+    """Tool verification of one labelled row: sympy verdicts per step, then (if configured) sandboxed
+    model-written code checks for the steps sympy left unknown; optionally merged into the labels."""
     settings = config.verification
-    if settings.sympy is None:
+    if settings.sympy is None and settings.code is None:
         return
-    verdict = verify_solution(row["completions"], settings.sympy)
-    row["tool_verdicts"] = verdict.verdicts
-    row["tool_evidence"] = verdict.evidence
-    row["tool_first_error"] = verdict.first_refuted
+    n_steps = len(row["completions"])
+    verdicts: list[str] = ["unknown"] * n_steps
+    evidence: list[str | None] = [None] * n_steps
+    if settings.sympy is not None:
+        checked = verify_solution(row["completions"], settings.sympy)
+        verdicts, evidence = list(checked.verdicts), list(checked.evidence)
+    if settings.code is not None and code_engine is not None and "unknown" in verdicts:
+        coded = verify_steps_with_code(code_engine, row["prompt"], row["completions"], settings.code)
+        for index, code_verdict in enumerate(coded):
+            row["tokens_generated"] += code_verdict.tokens
+            if verdicts[index] == "unknown":
+                verdicts[index] = code_verdict.verdict
+                evidence[index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
+    row["tool_verdicts"] = verdicts
+    row["tool_evidence"] = evidence
+    row["tool_first_error"] = first_false([verdict != "refuted" for verdict in verdicts])
     if settings.hybrid is not None:
-        row["labels"], row["first_error"] = combine(row["mc_scores"], verdict.verdicts, settings.hybrid)
+        row["labels"], row["first_error"] = combine(row["mc_scores"], verdicts, settings.hybrid)
 
 
 def judge_and_filter(
@@ -283,7 +297,7 @@ def label_shard(
             )
         elif labels:
             row = _label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name, completer.model_name)
-            verify_row(row, config)
+            verify_row(row, config, completer)
             label_rows.append(row)
         else:
             reject_rows.append(

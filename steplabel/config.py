@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from labelers.code_verifier_config import CodeVerifierConfig
 from labelers.consensus_config import ConsensusConfig
 from labelers.hybrid_config import HybridConfig
 from labelers.judge_config import JudgeConfig
@@ -173,12 +174,16 @@ class RolloutConfig(Strict):
 
 
 class VerificationConfig(Strict):
-    """Tool verification, no LLM needed: sympy checks of each step's arithmetic claims (on by default).
+    """Tool verification: sympy checks of each step's arithmetic claims (on by default, no LLM needed), and
+    optionally a Python check per step written by the completer model and run in the sandbox.
 
     ``hybrid`` (off by default) turns tool verdicts and MC values into the final labels, GroundedPRM style.
     """
 
     sympy: SympyVerifierConfig | None = Field(default_factory=SympyVerifierConfig, description="null: off")
+    code: CodeVerifierConfig | None = Field(
+        None, description="model-written Python checks (GenPRM style) run in the sandbox, for steps sympy left unknown"
+    )
     hybrid: HybridConfig | None = None
 
 

@@ -103,3 +103,23 @@ def test_judge_stage_keeps_agreeing_rows_and_rejects_the_rest():
     assert all(r["consensus"] is True and r["judge_first_error"] == 0 and r["judge_model"] == "scripted" for r in kept)
     assert len(judged_rejects) == 2
     assert all(r["reason"] == "consensus_disagree" and "mc=-1 judge=0" in r["detail"] for r in judged_rejects)
+
+
+def coding_script(request: GenerationRequest, index: int) -> str:
+    """Writes a failing check for steps that mention 'apples', a passing one otherwise."""
+    if "```python" in request.prompt or "<verify>" in request.prompt:
+        step = request.prompt.rsplit("Step 1:", 1)[-1]
+        return "```python\nassert 1 == 2\n```" if "apples" in step else "```python\nassert 2 + 2 == 4\n```"
+    return script(request, index)
+
+
+def test_code_checks_fill_steps_sympy_left_unknown():
+    config = parse_config({**CONFIG.model_dump(mode="json"), "verification": {"sympy": {}, "code": {"wall_s": 10}}})
+    engine = ScriptedEngine(coding_script)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS[:1]), config, RunContext.now("run-x", config.hash()),
+                                policy=engine, completer=engine, grader=grader)
+    row = next(r for r in tables["step_labels"].to_pylist() if r["final_answer"] == "5")
+    # Step 0 "2 + 3 = 5." is verified by sympy; step 1 "So 5 apples." has no claim, so the code check decides.
+    assert row["tool_verdicts"] == ["verified", "refuted"] and row["tool_first_error"] == 1
+    assert "AssertionError" in row["tool_evidence"][1]
