@@ -190,7 +190,7 @@ def judge_and_filter(
     for row in label_rows:
         verdict = verdicts[row["solution_id"]]
         if isinstance(verdict, JudgeFailure):
-            reason, detail, tokens = "engine_error", f"judge request failed: {verdict.reason}", 0
+            reason, detail = "engine_error", f"judge request failed: {verdict.reason}"
         else:
             row.update(judge_first_error=verdict.first_error, judge_rationale=verdict.rationale,
                        judge_model=judge.model_name)
@@ -201,7 +201,7 @@ def judge_and_filter(
                 row["labels"] = decision.labels if decision.labels is not None else row["labels"]
                 kept.append(row)
                 continue
-            reason, tokens = (decision.reason or "consensus_disagree").split(":")[0], verdict.tokens
+            reason = (decision.reason or "consensus_disagree").split(":")[0]
             detail = f"solution {row['solution_id']}: {decision.reason}"
         rejected.append(
             _reject_row(ctx, shard_id, item_id=row["solution_id"], problem_id=row["problem_id"],
@@ -221,6 +221,26 @@ def rollout_judge(grader: Grader) -> Callable[[str, str], bool]:
         return extracted is not None and grader.grade(extracted.value, reference).correct
 
     return judge
+
+
+def rollout_driver(
+    config: RunConfig, completer: Engine, grader: Grader, on_wave: Callable[[WaveStats], None] | None = None
+) -> WaveDriver:
+    """The wave driver a run's labeler uses: the run's prompt, rollout sampling and grader."""
+    prompt = config.prompt
+    return WaveDriver(
+        completer,
+        build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
+        judge=rollout_judge(grader),
+        sampling=RolloutSampling(
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            max_tokens=config.rollout.max_tokens,
+            stop=tuple(prompt.stop),
+            base_seed=config.seed,
+        ),
+        on_wave=on_wave,
+    )
 
 
 @dataclass(frozen=True)
@@ -265,23 +285,8 @@ def label_shard(
                      s.verdict.correct)
         for s in solutions
     ]
-    prompt = config.prompt
-    driver = WaveDriver(
-        completer,
-        build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
-        judge=rollout_judge(grader),
-        sampling=RolloutSampling(
-            temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p,
-            max_tokens=config.rollout.max_tokens,
-            stop=tuple(prompt.stop),
-            base_seed=config.seed,
-        ),
-        on_wave=on_wave,
-    )
-    outcome = driver.run(
-        tasks, make_labeler(config.labeler, step_format=prompt.step_format, chunk_words=prompt.chunk_words)
-    )
+    labeler = make_labeler(config.labeler, step_format=config.prompt.step_format, chunk_words=config.prompt.chunk_words)
+    outcome = rollout_driver(config, completer, grader, on_wave).run(tasks, labeler)
 
     label_rows, reject_rows = [], [_sample_reject_row(r, ctx, plan.shard_id) for r in sample_rejects]
     for sol in solutions:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from steplabel.cli_common import console, err_console, fail
 from steplabel.cli_export import export_command, publish_command
 from steplabel.cli_inspect import inspect_command
 from steplabel.cli_report import report_command
@@ -20,15 +20,8 @@ from steplabel.cli_serve import serve_command
 from steplabel.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
-console = Console()
-err_console = Console(stderr=True)
 
 DEFAULT_OUT = "steplabel-data"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _prefect_defaults() -> None:
@@ -46,7 +39,7 @@ def run(
     try:
         run_config = load_config(config)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
     _prefect_defaults()
     from flows.pipeline import pipeline_flow, run_id_for
     from steplabel.progress_view import RunProgress
@@ -135,7 +128,7 @@ def grade(
     from steplabel.grade_file import grade_lines
 
     if not file.is_file():
-        _fail(f"{file}: no such file")
+        fail(f"{file}: no such file")
     with Grader(timeout_s=timeout) as grader, file.open(encoding="utf-8") as handle:
         sink = out.open("w", encoding="utf-8") if out else sys.stdout
         try:
@@ -165,7 +158,7 @@ def evaluate(
         run_config = load_config(config)
         files = {str(path): load_benchmark(path) for path in benchmark}
     except (ConfigError, BenchmarkError, OSError) as error:
-        _fail(str(error))
+        fail(str(error))
     from flows import resources
 
     engine = None if method == "sympy" else resources.engine_for(run_config.completer_engine)
@@ -179,7 +172,7 @@ def evaluate(
             try:
                 predictions = predict_first_errors(records, method, engine, grader, run_config)
             except ValueError as error:
-                _fail(f"{name}: {error}")
+                fail(f"{name}: {error}")
             labels = [int(r["label"]) for r in records]
             report["files"][name] = processbench_metrics(labels, predictions)
             all_labels += labels

@@ -15,27 +15,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from steplabel.cli_common import console, fail
 
-console = Console()
-err_console = Console(stderr=True)
 
 FORMAT_HELP = "trl (default: prompt/completions/labels) | math-shepherd | prm800k (JSONL) | openr"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _open_store(directory: Path):
     from storage.store import ShardStore
 
     if not directory.is_dir():
-        _fail(f"{directory} is not a directory (expected a dataset written by `steplabel run`)")
+        fail(f"{directory} is not a directory (expected a dataset written by `steplabel run`)")
     store = ShardStore(directory)
     if store.latest() is None:
-        _fail(f"{directory} has no committed version (no {directory / 'LATEST'})")
+        fail(f"{directory} has no committed version (no {directory / 'LATEST'})")
     return store
 
 
@@ -56,13 +49,13 @@ def export_command(
     from storage.store import StoreError
 
     if format not in FORMATS:
-        _fail(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+        fail(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     store = _open_store(directory)
     options = {"stop_at_first_error": True} if stop_at_first_error and format == "prm800k" else {}
     try:
         files = export_version(store, version, format, out, split_ratio, **options)
     except (ValueError, StoreError) as error:
-        _fail(str(error))
+        fail(str(error))
     for path in files:
         console.print(f"wrote {path}", highlight=False)
 
@@ -87,11 +80,11 @@ def publish_command(
     try:
         result = publish(store, repo_id, version=version, private=private, dry_run=dry_run, split_ratio=split_ratio)
     except ImportError as error:
-        _fail(f"publishing needs huggingface_hub ({error}); pip install huggingface_hub")
+        fail(f"publishing needs huggingface_hub ({error}); pip install huggingface_hub")
     except (ValueError, StoreError) as error:
-        _fail(str(error))
+        fail(str(error))
     except Exception as error:  # noqa: BLE001 - Hub errors (auth, network): one line, no traceback, no token
-        _fail(f"publishing {repo_id} failed: {type(error).__name__}: {error}", code=1)
+        fail(f"publishing {repo_id} failed: {type(error).__name__}: {error}", code=1)
     rows = ", ".join(f"{cfg} {sum(splits.values())}" for cfg, splits in result.rows.items())
     if result.dry_run is not None:
         console.print(f"dry run: {len(result.files)} files for {repo_id}@{result.version} in {result.dry_run} ({rows})", highlight=False)

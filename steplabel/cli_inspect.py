@@ -21,22 +21,18 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+from steplabel.cli_common import console, fail
 from rich.table import Table
 from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
 
 _BAR = "█"
 _BAR_WIDTH = 32
 
 
 def _fail(message: str, code: int = 2) -> None:
-    """Print one line on stderr and exit with ``code`` (2 = bad input)."""
-    line = " ".join(str(message).split())  # one line, whatever the message (polars errors are multi-line)
-    err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    """One line on stderr, whatever the message (polars errors are multi-line), then exit (2 = bad input)."""
+    fail(" ".join(str(message).split()), code)
 
 
 def _one_line(error: BaseException) -> str:

@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
+from steplabel.cli_common import fail
 
 from steplabel.config import ConfigError, RunConfig, load_config
 
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def check_cron(expression: str) -> str:
@@ -65,18 +59,18 @@ def serve_command(
     try:
         run_config = load_config(config)
     except ConfigError as error:
-        _fail(str(error))
+        fail(str(error))
     try:
         cron_text = check_cron(cron)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     if timezone is not None:
         try:
             import zoneinfo
 
             zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            _fail(f"--timezone {timezone!r}: not an IANA time zone name (e.g. 'UTC', 'Europe/Paris')")
+            fail(f"--timezone {timezone!r}: not an IANA time zone name (e.g. 'UTC', 'Europe/Paris')")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from flows.pipeline import pipeline_flow, run_id_for

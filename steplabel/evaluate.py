@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.shard import rollout_driver
 from labelers.base import SolutionTask, StepLabels
-from labelers.driver import RolloutSampling, WaveDriver
 from labelers.hybrid import combine
 from labelers.hybrid_config import HybridConfig
 from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
@@ -36,10 +36,8 @@ from labelers.judge_config import JudgeConfig
 from labelers.registry import LABELERS, make_labeler
 from labelers.sympy_verifier import verify_solution
 from labelers.sympy_verifier_config import SympyVerifierConfig
-from rollouts.answers import extract_answer
 from rollouts.engines.base import Engine
 from rollouts.grading import Grader
-from rollouts.prompts import prefix_prompt
 
 TOOL_METHODS = ("judge", "sympy", "hybrid")
 
@@ -231,25 +229,9 @@ def _mc_labels(
         problem_id = hashlib.sha256(record["problem"].encode()).hexdigest()[:16]
         tasks.append(SolutionTask(f"r{index}", problem_id, record["problem"], reference, steps, final_correct))
 
-    def judge(continuation: str, reference: str) -> bool:
-        extracted = extract_answer(continuation)
-        return extracted is not None and grader.grade(extracted.value, reference).correct
-
     prompt = config.prompt
-    driver = WaveDriver(
-        engine,
-        build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
-        judge=judge,
-        sampling=RolloutSampling(
-            temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p,
-            max_tokens=config.rollout.max_tokens,
-            stop=tuple(prompt.stop),
-            base_seed=config.seed,
-        ),
-    )
     labeler = make_labeler(labeler_config, step_format=prompt.step_format, chunk_words=prompt.chunk_words)
-    result = driver.run(tasks, labeler)
+    result = rollout_driver(config, engine, grader).run(tasks, labeler)
     out = []
     for index, task in enumerate(tasks):
         if task.solution_id not in result.labels:
