@@ -73,6 +73,9 @@ def run_summary(out: str, run_id: str, version: str) -> dict[str, Any]:
             steps=pl.col("labels").list.len().sum(),
             positive_steps=pl.col("labels").list.eval(pl.element().cast(pl.Int64)).list.sum().sum(),
             rollouts=pl.col("rollouts_used").cast(pl.Int64).sum(),
+            verified_steps=pl.col("tool_verdicts").list.eval(pl.element() == "verified").list.sum().sum(),
+            refuted_steps=pl.col("tool_verdicts").list.eval(pl.element() == "refuted").list.sum().sum(),
+            refuted_solutions=(pl.col("tool_first_error") >= 0).sum(),
             tokens=pl.col("tokens_generated").sum(),
         )
         .collect()
@@ -105,6 +108,8 @@ def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
         ("label balance", f"{summary['positive_steps']} good / {summary['negative_steps']} bad"
                           f" ({100 * summary['positive_steps'] / max(summary['steps'], 1):.1f}% good)"),
         ("rejects", ", ".join(f"{k}: {v}" for k, v in summary["rejects_by_reason"].items()) or "0"),
+        ("tool verification", f"{summary['verified_steps']} steps verified, {summary['refuted_steps']} refuted "
+                              f"(in {summary['refuted_solutions']} solutions), the rest unknown"),
         ("judge retention", "judge off" if summary["judge_retention"] is None
                             else f"{100 * summary['judge_retention']:.1f}% kept by consensus"),
         ("rollouts", str(summary["rollouts"])),
