@@ -26,7 +26,12 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.simulated_policy import (  # noqa: E402
-    STEP_FORMAT, SimulatedPolicy, build_prompt, judge, make_problems, sample_solutions,
+    STEP_FORMAT,
+    SimulatedPolicy,
+    build_prompt,
+    judge,
+    make_problems,
+    sample_solutions,
 )
 from labelers.driver import RolloutSampling, WaveDriver  # noqa: E402
 from labelers.math_shepherd_config import MathShepherdConfig  # noqa: E402
@@ -108,9 +113,13 @@ def main() -> None:
 
     moderate = {r["labeler"]: r for r in rows if r["noise_level"] == "moderate"}
     ms, bs = moderate["math_shepherd"], moderate["omegaprm binary_search"]
+    robust = moderate["omegaprm binary_search mc>0.25"]
     checks.update({
-        "binary_search_f1_within_3_points_of_math_shepherd": bool(ms["f1"] - bs["f1"] <= 0.03),
+        "binary_search_f1_within_3_points_of_math_shepherd (paper rule MC > 0)": bool(ms["f1"] - bs["f1"] <= 0.03),
+        "binary_search_mc>0.25_f1_within_3_points_of_math_shepherd": bool(ms["f1"] - robust["f1"] <= 0.03),
         "binary_search_at_most_40pct_of_math_shepherd_rollouts": bool(bs["share_of_math_shepherd_rollouts"] <= 0.40),
+        "binary_search_mc>0.25_at_most_40pct_of_math_shepherd_rollouts":
+            bool(robust["share_of_math_shepherd_rollouts"] <= 0.40),
         "scan_at_most_15pct_of_math_shepherd_rollouts": bool(moderate["scan*"]["share_of_math_shepherd_rollouts"] <= 0.15),
     })
     for key, ok in checks.items():

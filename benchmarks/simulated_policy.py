@@ -25,7 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from labelers.base import SolutionTask
-from rollouts.engines.base import Completion, GenerationRequest, GenerationResult, derive_seed, sample_seed
+from rollouts.engines.base import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    derive_seed,
+    sample_seed,
+)
 from rollouts.prompts import prefix_prompt
 from rollouts.steps import split_steps
 

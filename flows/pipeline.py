@@ -15,11 +15,17 @@ from prefect import flow, get_run_logger, task
 
 from flows import resources
 from flows.progress import ProgressEvent, emit
-from flows.shard import RunContext, ShardPlan, label_shard, plan_shards, source_reject_table
+from flows.shard import (
+    RunContext,
+    ShardPlan,
+    label_shard,
+    plan_shards,
+    source_reject_table,
+)
 from rollouts.engines.base import EngineError
 from rollouts.sources import Problem, load_problems
 from steplabel.config import RunConfig
-from storage.schema import REJECTS, STEP_LABELS, SCHEMAS
+from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
 from storage.store import ShardStore
 
 SOURCE_SHARD = "source-rejects"

@@ -15,18 +15,23 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from labelers.base import SolutionTask, StepLabels, first_false
-from labelers.driver import RolloutSampling, WaveDriver, WaveStats
+from labelers.code_verifier import verify_steps_with_code
 from labelers.consensus import consensus
+from labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from labelers.hybrid import combine
 from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
 from labelers.registry import make_labeler
-from labelers.code_verifier import verify_steps_with_code
 from labelers.sympy_verifier import verify_solution
 from rollouts.answers import extract_answer
 from rollouts.engines.base import Engine
 from rollouts.grading import Grader
 from rollouts.prompts import prefix_prompt
-from rollouts.sampling import SampledSolution, SampleReject, SolutionSampling, sample_solutions
+from rollouts.sampling import (
+    SampledSolution,
+    SampleReject,
+    SolutionSampling,
+    sample_solutions,
+)
 from rollouts.sources import Problem, SourceReject
 from steplabel import __version__
 from steplabel.config import RunConfig

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from labelers.base import Labeler, LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels
+from labelers.base import (
+    Labeler,
+    LabelerRun,
+    RolloutOutcome,
+    RolloutQuery,
+    SolutionTask,
+    StepLabels,
+)
 from rollouts.engines.base import Engine, GenerationRequest, derive_seed
 
 PromptBuilder = Callable[[str, tuple[str, ...]], str]

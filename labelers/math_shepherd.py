@@ -6,7 +6,14 @@ after the first error, as in the public Math-Shepherd data.
 
 from __future__ import annotations
 
-from labelers.base import LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels, first_false
+from labelers.base import (
+    LabelerRun,
+    RolloutOutcome,
+    RolloutQuery,
+    SolutionTask,
+    StepLabels,
+    first_false,
+)
 from labelers.math_shepherd_config import MathShepherdConfig
 
 

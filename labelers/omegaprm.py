@@ -36,7 +36,13 @@ import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from labelers.base import LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels
+from labelers.base import (
+    LabelerRun,
+    RolloutOutcome,
+    RolloutQuery,
+    SolutionTask,
+    StepLabels,
+)
 from labelers.omegaprm_config import OmegaPRMConfig
 from rollouts.steps import split_steps
 

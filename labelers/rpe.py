@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labelers.base import LabelerRun, RolloutOutcome, RolloutQuery, SolutionTask, StepLabels, first_false
+from labelers.base import (
+    LabelerRun,
+    RolloutOutcome,
+    RolloutQuery,
+    SolutionTask,
+    StepLabels,
+    first_false,
+)
 from labelers.rpe_config import RPEConfig
 
 

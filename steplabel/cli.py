@@ -157,7 +157,12 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one prediction per record (id, label, predicted)")] = None,
 ) -> None:
     """Predict each record's first error with METHOD and score it the ProcessBench way (acc_err, acc_cor, F1)."""
-    from steplabel.evaluate import BenchmarkError, load_benchmark, predict_first_errors, processbench_metrics
+    from steplabel.evaluate import (
+        BenchmarkError,
+        load_benchmark,
+        predict_first_errors,
+        processbench_metrics,
+    )
 
     try:
         run_config = load_config(config)

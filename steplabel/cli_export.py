@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from steplabel.cli_common import console, fail
 
+from steplabel.cli_common import console, fail
 
 FORMAT_HELP = "trl (default: prompt/completions/labels) | math-shepherd | prm800k (JSONL) | openr"
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from steplabel.cli_common import console, fail
 from rich.table import Table
 from rich.text import Text
 
+from steplabel.cli_common import console, fail
 
 _BAR = "█"
 _BAR_WIDTH = 32
@@ -206,7 +206,12 @@ def inspect_command(
     solutions step by step; or diff two versions."""
     import polars as pl
 
-    from storage.inspection import InspectionError, diff_versions, filter_rows, version_stats
+    from storage.inspection import (
+        InspectionError,
+        diff_versions,
+        filter_rows,
+        version_stats,
+    )
     from storage.store import ShardStore, StoreError
 
     if "://" not in directory and not Path(directory).is_dir():

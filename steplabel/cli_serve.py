@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
 from steplabel.cli_common import fail
-
 from steplabel.config import ConfigError, RunConfig, load_config
-
 
 
 def check_cron(expression: str) -> str:

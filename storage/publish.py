@@ -33,7 +33,13 @@ from typing import Any
 import polars as pl
 import yaml
 
-from storage.exporters import DEFAULT_FORMAT, FORMATS, OPENR_STEP_TAG, export_version, parse_split_ratio
+from storage.exporters import (
+    DEFAULT_FORMAT,
+    FORMATS,
+    OPENR_STEP_TAG,
+    export_version,
+    parse_split_ratio,
+)
 
 __all__ = ["PublishResult", "build_card", "data_stats", "plan_files", "publish", "redact_config"]
 

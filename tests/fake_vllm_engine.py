@@ -17,7 +17,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rollouts.engines.base import Completion, EngineError, GenerationRequest, GenerationResult, sample_seed
+from rollouts.engines.base import (
+    Completion,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    sample_seed,
+)
 
 
 class EchoEngine:

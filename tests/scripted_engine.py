@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from rollouts.engines.base import Completion, GenerationRequest, GenerationResult, sample_seed
+from rollouts.engines.base import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    sample_seed,
+)
 
 Script = Callable[[GenerationRequest, int], str]
 

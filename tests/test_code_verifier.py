@@ -4,7 +4,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from labelers.code_verifier import build_prompt, extract_code, verdict_from_result, verify_steps_with_code
+from labelers.code_verifier import (
+    build_prompt,
+    extract_code,
+    verdict_from_result,
+    verify_steps_with_code,
+)
 from labelers.code_verifier_config import CodeVerifierConfig
 from rollouts.engines.base import Completion, GenerationRequest, GenerationResult
 from rollouts.sandbox import SandboxResult

@@ -7,7 +7,12 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from labelers.consensus import ConsensusDecision, consensus, judge_labels_from_first_error, retention
+from labelers.consensus import (
+    ConsensusDecision,
+    consensus,
+    judge_labels_from_first_error,
+    retention,
+)
 from labelers.consensus_config import ConsensusConfig
 
 G, B = True, False

@@ -11,7 +11,12 @@ from labelers.hybrid_config import HybridConfig
 from labelers.judge_config import JudgeConfig
 from rollouts.engines.base import GenerationRequest, derive_seed
 from steplabel.config import parse_config
-from steplabel.evaluate import BenchmarkError, load_benchmark, predict_first_errors, processbench_metrics
+from steplabel.evaluate import (
+    BenchmarkError,
+    load_benchmark,
+    predict_first_errors,
+    processbench_metrics,
+)
 from tests.scripted_engine import ScriptedEngine
 
 RECORD = {"id": "a", "problem": "What is 2 + 3?", "steps": ["Step 1: x", "Step 2: y"], "label": 1}

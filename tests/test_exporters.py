@@ -276,7 +276,9 @@ def _tiny_tokenizer(texts: list[str]):
 
 def _prm_trainer():
     try:
-        from trl.experimental.prm import PRMTrainer  # trl >= 0.26 (removed again in trl 1.x)
+        from trl.experimental.prm import (
+            PRMTrainer,  # trl >= 0.26 (removed again in trl 1.x)
+        )
     except ImportError:
         trl = pytest.importorskip("trl")
         PRMTrainer = getattr(trl, "PRMTrainer", None)

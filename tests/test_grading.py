@@ -13,8 +13,8 @@ Observed Math-Verify 0.9.0 behaviour this corpus pins (gold first):
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 

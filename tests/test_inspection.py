@@ -15,7 +15,12 @@ from typer.testing import CliRunner
 from steplabel.cli_inspect import inspect_command
 from steplabel.cli_report import report_command
 from steplabel.render import render_solutions
-from storage.inspection import InspectionError, diff_versions, filter_rows, version_stats
+from storage.inspection import (
+    InspectionError,
+    diff_versions,
+    filter_rows,
+    version_stats,
+)
 from storage.store import ShardStore
 from tests.factories import make_reject_rows, make_step_label_rows
 

@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from storage.exporters import FORMATS, from_prm800k
-from storage.publish import REDACTED, build_card, data_stats, plan_files, publish, redact_config
+from storage.publish import (
+    REDACTED,
+    build_card,
+    data_stats,
+    plan_files,
+    publish,
+    redact_config,
+)
 from storage.store import ShardStore
 from tests.factories import expected_stats, make_reject_rows, make_step_label_rows
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from labelers.rpe import RPELabeler, relative_progress, rpe_labels, zero_after_first_error
+from labelers.rpe import (
+    RPELabeler,
+    relative_progress,
+    rpe_labels,
+    zero_after_first_error,
+)
 from labelers.rpe_config import RPEConfig
 from tests.scripted_engine import ScriptedEngine
 from tests.test_labelers import driver_for, make_task, planted

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
 
-from storage.schema import REJECTS, STEP_LABELS, schema_fingerprint, STEP_LABELS_SCHEMA  # noqa: E402
+from storage.schema import REJECTS, STEP_LABELS, STEP_LABELS_SCHEMA, schema_fingerprint  # noqa: E402
 from storage.store import PARQUET_WRITE_OPTIONS, Manifest, ShardStore, StoreError  # noqa: E402
 from storage.views import STEP_VIEW_COLUMNS, explode_steps  # noqa: E402
 

@@ -21,7 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
 
 from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
-from storage.store import FsspecFS, LocalFS, Manifest, RemoteLock, ShardStore, StoreError, make_fs  # noqa: E402
+from storage.store import (  # noqa: E402
+    FsspecFS,
+    LocalFS,
+    Manifest,
+    RemoteLock,
+    ShardStore,
+    StoreError,
+    make_fs,
+)
 
 CFG = {"labeler": "hard_mc", "n_rollouts": 8}
 

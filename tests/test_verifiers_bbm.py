@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from benchmarks.verifiers import DEFAULT_DATA, confirmed_false, evaluate, independent_value
+from benchmarks.verifiers import (
+    DEFAULT_DATA,
+    confirmed_false,
+    evaluate,
+    independent_value,
+)
 from labelers.sympy_verifier import SympyVerifierConfig, verify_solution
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA.exists(), reason=f"{DEFAULT_DATA} not found")

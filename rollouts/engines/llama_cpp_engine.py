@@ -12,7 +12,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from rollouts.engines.base import Completion, EngineError, GenerationRequest, GenerationResult, sample_seed
+from rollouts.engines.base import (
+    Completion,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    sample_seed,
+)
 
 
 def default_model_path() -> Path:

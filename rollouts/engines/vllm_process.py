@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from rollouts.engines.base import EngineError, GenerationRequest, GenerationResult
-from rollouts.engines.vllm_worker import DEFAULT_ENGINE, request_to_dict, result_from_dict
+from rollouts.engines.vllm_worker import (
+    DEFAULT_ENGINE,
+    request_to_dict,
+    result_from_dict,
+)
 
 log = logging.getLogger(__name__)
 

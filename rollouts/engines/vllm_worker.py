@@ -35,7 +35,12 @@ import traceback
 from dataclasses import asdict
 from typing import Any, BinaryIO, TextIO
 
-from rollouts.engines.base import Completion, EngineError, GenerationRequest, GenerationResult
+from rollouts.engines.base import (
+    Completion,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+)
 
 DEFAULT_ENGINE = "rollouts.engines.vllm_engine:VLLMEngine"
 
