@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.concurrency.sync import concurrency
 
 from flows import resources
 from flows.progress import ProgressEvent, emit
@@ -29,6 +30,7 @@ from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
 from storage.store import ShardStore
 
 SOURCE_SHARD = "source-rejects"
+ENGINE_CONCURRENCY_LIMIT = "steplabel-engine"
 TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
 
 
@@ -51,8 +53,9 @@ def run_id_for(config: RunConfig) -> str:
 @task(name="load-problems", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
 def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[dict[str, str]]:
     run_config = RunConfig.model_validate(config)
-    problems, rejects = load_problems(run_config.source)
     store = ShardStore(out)
+    store.record_run_config(run_id, config)
+    problems, rejects = load_problems(run_config.source)
     if rejects and not store.is_staged(run_id, SOURCE_SHARD):
         ctx = RunContext.now(run_id, run_config.hash())
         empty_labels = SCHEMAS[STEP_LABELS].empty_table()
@@ -71,16 +74,21 @@ def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: st
     run_config = RunConfig.model_validate(config)
     plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
     emit(ProgressEvent("shard_started", shard_id=shard_id))
-    tables, report = label_shard(
-        plan,
-        run_config,
-        RunContext.now(run_id, run_config.hash()),
-        policy=resources.engine_for(run_config.policy),
-        completer=resources.engine_for(run_config.completer_engine),
-        grader=resources.grader_for(run_config.grading),
-        judge=resources.engine_for(run_config.judge_engine) if run_config.judge_engine else None,
-        on_wave=lambda w: emit(ProgressEvent("wave", shard_id=shard_id, samples=w.samples, tokens=w.tokens, active=w.active)),
-    )
+    # A no-op unless a global concurrency limit of this name exists on the Prefect server
+    # (`prefect gcl create steplabel-engine --limit 1`): then runs sharing a GPU host take turns.
+    with concurrency(ENGINE_CONCURRENCY_LIMIT, occupy=1):
+        tables, report = label_shard(
+            plan,
+            run_config,
+            RunContext.now(run_id, run_config.hash()),
+            policy=resources.engine_for(run_config.policy),
+            completer=resources.engine_for(run_config.completer_engine),
+            grader=resources.grader_for(run_config.grading),
+            judge=resources.engine_for(run_config.judge_engine) if run_config.judge_engine else None,
+            on_wave=lambda w: emit(
+                ProgressEvent("wave", shard_id=shard_id, samples=w.samples, tokens=w.tokens, active=w.active)
+            ),
+        )
     store.stage(run_id, shard_id, tables)
     emit(ProgressEvent("shard_done", shard_id=shard_id, solutions=report.solutions))
     get_run_logger().info(

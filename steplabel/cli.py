@@ -17,7 +17,7 @@ from steplabel.cli_export import export_command, publish_command
 from steplabel.cli_inspect import inspect_command
 from steplabel.cli_report import report_command
 from steplabel.cli_serve import serve_command
-from steplabel.config import ConfigError, load_config
+from steplabel.config import ConfigError, load_config, parse_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
 
@@ -34,23 +34,40 @@ def _prefect_defaults() -> None:
 def run(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config; default: the embedded quick-start")] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="dataset directory or object-store URL (s3://...)")] = DEFAULT_OUT,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="continue an interrupted run by its id, with its recorded config")] = None,
 ) -> None:
     """Run the whole pipeline and commit a new version of the dataset at OUT."""
     try:
-        run_config = load_config(config)
+        run_config = _resumed_config(out, resume) if resume else load_config(config)
     except ConfigError as error:
         fail(str(error))
+    if resume and config and load_config(config).hash() != run_config.hash():
+        fail(f"--resume {resume}: {config} is not the config this run was started with; drop --config")
     _prefect_defaults()
     from flows.pipeline import pipeline_flow, run_id_for
     from steplabel.progress_view import RunProgress
 
     started = time.monotonic()
-    run_id = run_id_for(run_config)
+    run_id = resume or run_id_for(run_config)
     console.print(f"steplabel run [bold]{run_id}[/] -> {_where(out)}  (config hash {run_config.hash()[:12]})")
     with RunProgress(console):
         result = pipeline_flow(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
     wall = time.monotonic() - started
     _print_run_summary(out, result, wall)
+
+
+def _resumed_config(out: str, run_id: str):
+    """The config recorded when ``run_id`` started; a clear error when there is nothing to resume."""
+    from storage.store import ShardStore
+
+    store = ShardStore(out)
+    recorded = store.staged_run_config(run_id)
+    if recorded is not None:
+        return parse_config(recorded, origin=f"{out}/staging/{run_id}/run.json")
+    if run_id in store.committed_run_ids():
+        fail(f"--resume {run_id}: that run is already committed in {out} (see `steplabel inspect {out}`)", code=1)
+    staged = ", ".join(store.staged_runs()) or "none"
+    fail(f"--resume {run_id}: no interrupted run with that id in {out} (interrupted runs: {staged})")
 
 
 def _where(out: str) -> str:

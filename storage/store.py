@@ -679,6 +679,24 @@ class ShardStore:
     def staged_shards(self, run_id: str) -> list[str]:
         return [n[: -len(".done")] for n in self.fs.listdir(self._staging_dir(run_id)) if n.endswith(".done")]
 
+    def record_run_config(self, run_id: str, config: dict[str, Any]) -> None:
+        """Keep a run's resolved config beside its staged shards, so ``steplabel run --resume`` needs only the id."""
+        _check_id("run_id", run_id)
+        self.fs.makedirs(self._staging_dir(run_id))
+        self.fs.write_atomic(self.fs.join(self._staging_dir(run_id), "run.json"),
+                             json.dumps(config, sort_keys=True).encode())
+
+    def staged_run_config(self, run_id: str) -> dict[str, Any] | None:
+        """The config recorded for an uncommitted run, or None when no such run is staged here."""
+        path = self.fs.join(self._staging_dir(run_id), "run.json")
+        if not self.fs.exists(path):
+            return None
+        return json.loads(self.fs.read_bytes(path))
+
+    def staged_runs(self) -> list[str]:
+        staging = self._p("staging")
+        return sorted(self.fs.listdir(staging)) if self.fs.exists(staging) else []
+
     def _read_marker(self, run_id: str, shard_id: str) -> dict[str, Any]:
         path = self._marker(run_id, shard_id)
         try:

@@ -130,3 +130,36 @@ def test_cli_run_inspect_and_show(prefect_harness, scripted, tmp_path):
     listing = runner.invoke(app, ["inspect", str(tmp_path / "d"), "--show", "2"])
     assert listing.exit_code == 0 and listing.output.count("mc=") >= 2
     assert summary["positive_steps"] > 0 and summary["negative_steps"] > 0
+
+
+def test_cli_resume_by_run_id_uses_the_recorded_config(prefect_harness, scripted, tmp_path, monkeypatch):
+    real_label_shard = flows.shard.label_shard
+
+    def crash_on_second_shard(*args, **kwargs):
+        if args[0].shard_id == plan_shards_of(CONFIG)[1]:
+            raise RuntimeError("simulated crash")
+        return real_label_shard(*args, **kwargs)
+
+    monkeypatch.setattr("flows.pipeline.label_shard", crash_on_second_shard)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(CONFIG, tmp_path)
+    monkeypatch.setattr("flows.pipeline.label_shard", real_label_shard)
+    runner = CliRunner()
+    run_id = run_id_for(CONFIG)
+    missing = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", "run-nope"])
+    assert missing.exit_code == 2 and f"interrupted runs: {run_id}" in missing.output
+    resumed = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", run_id])
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 resumed from staging" in resumed.output
+    store = ShardStore(tmp_path)
+    assert store.manifest().run_ids == [run_id] and store.manifest().config_hash == CONFIG.hash()
+    again = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", run_id])
+    assert again.exit_code == 1 and "already committed" in again.output
+
+
+def plan_shards_of(config: RunConfig) -> list[str]:
+    from flows.shard import plan_shards
+    from rollouts.sources import load_problems
+
+    problems, _ = load_problems(config.source)
+    return [plan.shard_id for plan in plan_shards(problems, config.shard_size, config.hash())]
