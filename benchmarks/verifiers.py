@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import sys
 import time
 from fractions import Fraction
@@ -123,6 +124,27 @@ def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
     }
 
 
+GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+def gsm8k_reference_steps(path: Path) -> list[list[str]]:
+    """GSM8K's human reference solutions (all correct), one line per step, calculator annotations removed."""
+    solutions = []
+    for line in path.read_text().splitlines():
+        text = re.sub(r"<<[^>]*>>", "", json.loads(line)["answer"].split("####")[0])
+        solutions.append([step for step in text.strip().split("\n") if step.strip()])
+    return solutions
+
+
+def reference_refutations(solutions: list[list[str]], cfg: SympyVerifierConfig) -> dict:
+    """Precision on prose: how often a correct human solution gets a step refuted."""
+    refuted = [(steps[v.first_refuted], v.evidence[v.first_refuted])
+               for steps in solutions if (v := verify_solution(steps, cfg)).first_refuted >= 0]
+    return {"solutions": len(solutions), "steps": sum(map(len, solutions)),
+            "solutions_with_a_refuted_step": len(refuted), "rate": len(refuted) / max(len(solutions), 1),
+            "refuted": refuted}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -152,6 +174,12 @@ def main() -> int:
         print(f"{label:<40}{100 * res[key]:>9.1f}%")
     print(f"{'label errors (confirmed wrong claims)':<40}{res['label_errors_found']:>10d}")
     print(f"{'refuted steps tp / fp (raw)':<40}{res['refuted_steps_tp']:>5d} /{res['refuted_steps_fp']:>3d}")
+    if GSM8K_TEST.exists():
+        res["gsm8k_reference"] = ref = reference_refutations(gsm8k_reference_steps(GSM8K_TEST), cfg)
+        print(f"GSM8K test reference solutions: {ref['solutions_with_a_refuted_step']} of {ref['solutions']} "
+              f"({100 * ref['rate']:.2f}%) get a step refuted, over {ref['steps']} steps")
+        for step, evidence in ref["refuted"]:
+            print(f"  {evidence}   <- {step!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")

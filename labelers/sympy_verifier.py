@@ -232,6 +232,7 @@ _OPERATOR_WORDS = {
     "quarter", "third", "per", "than", "each", "every", "and", "add", "adding", "subtract", "subtracting",
     "multiply", "multiplying", "divide", "dividing", "from", "to", "with", "mod", "modulo", "remainder",
     "squared", "cubed", "root", "power", "exponent", "choose", "factorial", "percent", "least", "most",
+    "x",  # "32 x (30/60) = 16": a multiplication sign the expression did not take in
 }
 # A word right after an expression that changes its value.
 _TRAILING_WORDS = {
@@ -786,7 +787,10 @@ def verify_step(
                         )
                 continue
             mixed_units = len(lp.units | rp.units) > 1
-            unit_mix = bool(lp.units | rp.units) and (lp.unitless_numbers + rp.unitless_numbers) > 0
+            # "8 * 9 = 72 apples": bare operands with the unit on the result only is the everyday form.
+            unit_on_result_only = not lp.units and rp.is_bare and len(rp.units) == 1 and rp.unitless_numbers == 0
+            unit_mix = (bool(lp.units | rp.units) and (lp.unitless_numbers + rp.unitless_numbers) > 0
+                        and not unit_on_result_only)
             if mixed_units:
                 continue
             if lp.is_bare and rp.is_bare:
