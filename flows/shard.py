@@ -166,13 +166,13 @@ def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) 
     if settings.sympy is not None:
         checked = verify_solution(row["completions"], settings.sympy)
         verdicts, evidence = list(checked.verdicts), list(checked.evidence)
-    if settings.code is not None and code_engine is not None and "unknown" in verdicts:
-        coded = verify_steps_with_code(code_engine, row["prompt"], row["completions"], settings.code)
-        for index, code_verdict in enumerate(coded):
+    unknown = [index for index, verdict in enumerate(verdicts) if verdict == "unknown"]
+    if settings.code is not None and code_engine is not None and unknown:
+        coded = verify_steps_with_code(code_engine, row["prompt"], row["completions"], settings.code, indices=unknown)
+        for index, code_verdict in zip(unknown, coded, strict=True):
             row["tokens_generated"] += code_verdict.tokens
-            if verdicts[index] == "unknown":
-                verdicts[index] = code_verdict.verdict
-                evidence[index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
+            verdicts[index] = code_verdict.verdict
+            evidence[index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
     row["tool_verdicts"] = verdicts
     row["tool_evidence"] = evidence
     row["tool_first_error"] = first_false([verdict != "refuted" for verdict in verdicts])

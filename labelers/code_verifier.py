@@ -14,8 +14,8 @@ The pure parts (:func:`build_prompt`, :func:`extract_code`, :func:`verdict_from_
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 from labelers.code_verifier_config import CodeVerifierConfig
 from rollouts.engines.base import Engine, GenerationRequest, derive_seed
@@ -102,15 +102,18 @@ def verify_steps_with_code(
     config: CodeVerifierConfig | None = None,
     *,
     runner: Callable[..., SandboxResult] = run_python,
+    indices: Sequence[int] | None = None,
 ) -> list[CodeVerdict]:
-    """One ``engine.generate`` call for every step's check, then one sandbox run per extracted block."""
+    """One ``engine.generate`` call for the checks of ``indices`` (default: every step), then one sandbox
+    run per extracted block. Returns one verdict per checked step, in the order of ``indices``."""
     cfg = config or CodeVerifierConfig()
+    indices = range(len(steps)) if indices is None else indices
     requests = [
         GenerationRequest(
             prompt=build_prompt(question, steps, i), n=1, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
             top_p=cfg.top_p, stop=cfg.stop, seed=derive_seed(cfg.seed, "code_verifier", question, i, steps[i]),
         )
-        for i in range(len(steps))
+        for i in indices
     ]
     results = engine.generate(requests) if requests else []
     if len(results) != len(requests):
