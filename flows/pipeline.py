@@ -29,15 +29,18 @@ from steplabel.config import RunConfig
 from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
 from storage.store import ShardStore
 
-SOURCE_SHARD = "source-rejects"
 ENGINE_CONCURRENCY_LIMIT = "steplabel-engine"
 TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
+# Missing or forbidden paths fail the same way on every try.
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry I/O and engine trouble; a bug or bad data fails the same way again, so fail at once."""
     try:
         state.result()
+    except PERMANENT_OS_ERRORS:
+        return False
     except TRANSIENT_ERRORS:
         return True
     except Exception:  # noqa: BLE001 - anything else is deterministic
@@ -56,10 +59,12 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
     store = ShardStore(out)
     store.record_run_config(run_id, config)
     problems, rejects = load_problems(run_config.source)
-    if rejects and not store.is_staged(run_id, SOURCE_SHARD):
+    source_shard = f"source-{run_id}"  # per run: another run's source rejects are other records
+    if rejects and not store.is_staged(run_id, source_shard):
         ctx = RunContext.now(run_id, run_config.hash())
         empty_labels = SCHEMAS[STEP_LABELS].empty_table()
-        store.stage(run_id, SOURCE_SHARD, {STEP_LABELS: empty_labels, REJECTS: source_reject_table(rejects, ctx, SOURCE_SHARD)})
+        tables = {STEP_LABELS: empty_labels, REJECTS: source_reject_table(rejects, ctx, source_shard)}
+        store.stage(run_id, source_shard, tables)
     get_run_logger().info("source: %d problems, %d rejected records", len(problems), len(rejects))
     return [asdict(p) for p in problems]
 

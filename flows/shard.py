@@ -180,6 +180,19 @@ def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) 
         row["labels"], row["first_error"] = combine(row["mc_scores"], verdicts, settings.hybrid)
 
 
+PER_STEP_COLUMNS = ("completions", "labels", "mc_scores", "mc_correct", "mc_total", "soft_labels",
+                    "tool_verdicts", "tool_evidence")
+
+
+def truncate_steps(row: dict, n_steps: int) -> None:
+    """Keep the first ``n_steps`` steps of a row in every per-step column (consensus truncation)."""
+    for column in PER_STEP_COLUMNS:
+        if row.get(column) is not None:
+            row[column] = row[column][:n_steps]
+    if row.get("tool_first_error") is not None and row["tool_first_error"] >= n_steps:
+        row["tool_first_error"] = -1
+
+
 def judge_and_filter(
     label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
 ) -> tuple[list[dict], list[dict]]:
@@ -203,7 +216,8 @@ def judge_and_filter(
             decision = consensus(row["first_error"], verdict.first_error, row["labels"], stage.consensus)
             row["consensus"] = decision.keep
             if decision.keep:
-                row["labels"] = decision.labels if decision.labels is not None else row["labels"]
+                if decision.labels is not None and len(decision.labels) < len(row["labels"]):
+                    truncate_steps(row, len(decision.labels))
                 kept.append(row)
                 continue
             reason = (decision.reason or "consensus_disagree").split(":")[0]

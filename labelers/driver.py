@@ -132,7 +132,8 @@ class WaveDriver:
                     continue
                 outcomes = []
                 for gen in generated[start:end]:
-                    flags = tuple(self.judge(c.text, reference) for c in gen.completions)
+                    # A continuation cut off by max_tokens has no final answer, whatever its last number says.
+                    flags = tuple(c.finish_reason != "length" and self.judge(c.text, reference) for c in gen.completions)
                     outcomes.append(
                         RolloutOutcome(
                             correct=sum(flags),

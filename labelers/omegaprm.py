@@ -202,9 +202,9 @@ class OmegaPRMLabeler:
 
         paths: list[dict[str, object]] = []
         # The solution: the first searched rollout (a correct one is a good leaf, nothing to search).
-        if task.final_correct:
+        if task.final_correct or filtered:  # correct: a good leaf; filtered: the question is dropped anyway
             end = tree.child(task.steps, tree.root)
-            end.correct, end.total, end.estimated = 1, 1, True
+            end.correct, end.total, end.estimated = int(task.final_correct), 1, True
             solution_path = [tree.root, end]
         else:
             solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode and not filtered)

@@ -17,8 +17,8 @@ question filter with 32 rollouts (drop questions whose rollouts are all right or
 
 Label modes (§3.4, Table 2): ``soft`` (default; soft label = MC of the state reached after the step),
 ``hard`` (MC > 0), ``pairwise`` (soft labels plus Bradley-Terry pairs of sibling actions,
-P(a > b) = (1 + MC_a - MC_b) / 2, in ``StepLabels.extra["pairs"]``). The bool ``labels`` are MC > 0 in
-every mode.
+P(a > b) = (1 + MC_a - MC_b) / 2, in ``StepLabels.extra["pairs"]``). The bool ``labels`` are MC > ``mc_threshold``
+(0 by default, the paper's rule) in every mode.
 """
 
 from __future__ import annotations

@@ -21,12 +21,16 @@ from labelers.rpe_config import RPEConfig
 
 
 def relative_progress(base_mc: float, mc: Sequence[float]) -> list[float | None]:
-    """P_t = MC(s_{t+1}) / MC(s_t), MC(s_0) = base_mc; None where the denominator is 0.
+    """P_t = MC(s_{t+1}) / MC(s_t), MC(s_0) = base_mc; None where the denominator is 0 (after the first
+    error), except step 1 from a question with MC 0, which counts as progress when MC(s_1) > 0.
 
     ``mc`` must already have every value after the first zero set to 0 (:func:`zero_after_first_error`).
     """
     before = [base_mc, *mc[:-1]]
-    return [after / prev if prev > 0 else None for prev, after in zip(before, mc, strict=True)]
+    ratios: list[float | None] = [after / prev if prev > 0 else None for prev, after in zip(before, mc, strict=True)]
+    if mc and base_mc == 0 and mc[0] > 0:
+        ratios[0] = 1.0  # the question looked hopeless to the samples, yet step 1 can succeed: progress
+    return ratios
 
 
 def zero_after_first_error(mc: Sequence[float]) -> list[float]:

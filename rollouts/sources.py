@@ -103,6 +103,17 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield where, _reject(path.stem, where, "bad_input", f"not valid JSON ({error.msg})", line.strip())
 
 
+def _json_list_records(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"problem source {path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"problem source {path}: a .json source must hold a list of objects, got {type(data).__name__}")
+    for number, record in enumerate(data):
+        yield f"{path}[{number}]", record
+
+
 def _parquet_records(path: Path) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
@@ -132,10 +143,12 @@ def load_problems(source_config: Any) -> tuple[list[Problem], list[SourceReject]
             raise FileNotFoundError(f"problem source {path}: no such file")
         if path.suffix == ".parquet":
             records = _parquet_records(path)
-        elif path.suffix in {".jsonl", ".json"}:
+        elif path.suffix == ".jsonl":
             records = _jsonl_records(path)
+        elif path.suffix == ".json":
+            records = _json_list_records(path)
         else:
-            raise ValueError(f"problem source {path}: expected a .jsonl or .parquet file")
+            raise ValueError(f"problem source {path}: expected a .jsonl, .json (a list of objects) or .parquet file")
         return problems_from_records(
             _limited(records, source_config.limit),
             source=path.stem,

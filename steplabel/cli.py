@@ -39,10 +39,10 @@ def run(
     """Run the whole pipeline and commit a new version of the dataset at OUT."""
     try:
         run_config = _resumed_config(out, resume) if resume else load_config(config)
+        if resume and config and load_config(config).hash() != run_config.hash():
+            fail(f"--resume {resume}: {config} is not the config this run was started with; drop --config")
     except ConfigError as error:
         fail(str(error))
-    if resume and config and load_config(config).hash() != run_config.hash():
-        fail(f"--resume {resume}: {config} is not the config this run was started with; drop --config")
     _prefect_defaults()
     from flows.pipeline import pipeline_flow, run_id_for
     from steplabel.progress_view import RunProgress
@@ -50,10 +50,26 @@ def run(
     started = time.monotonic()
     run_id = resume or run_id_for(run_config)
     console.print(f"steplabel run [bold]{run_id}[/] -> {_where(out)}  (config hash {run_config.hash()[:12]})")
-    with RunProgress(console):
-        result = pipeline_flow(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
+    from rollouts.engines.base import EngineError
+    from storage.store import StoreError
+
+    try:
+        with RunProgress(console):
+            result = pipeline_flow(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
+    except (OSError, ValueError, EngineError, StoreError) as error:
+        fail(f"run {run_id} stopped: {type(error).__name__}: {error}\n"
+             f"finished shards are staged; fix the cause and rerun the same command to resume")
     wall = time.monotonic() - started
     _print_run_summary(out, result, wall)
+
+
+def _nan_to_none(value: Any) -> Any:
+    """An empty subset gives NaN metrics; JSON has no NaN, so they are written as null."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _resumed_config(out: str, run_id: str):
@@ -143,7 +159,7 @@ def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
 def grade(
     file: Annotated[Path, typer.Argument(help="JSONL with `response` and `reference` per line")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one verdict per line here")] = None,
-    timeout: Annotated[float, typer.Option(help="seconds per Math-Verify call")] = 5.0,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds per Math-Verify call")] = 5.0,
 ) -> None:
     """Extract each response's final answer and grade it against the reference."""
     from rollouts.grading import Grader
@@ -187,8 +203,12 @@ def evaluate(
     except (ConfigError, BenchmarkError, OSError) as error:
         fail(str(error))
     from flows import resources
+    from steplabel.evaluate import methods
 
-    engine = None if method == "sympy" else resources.engine_for(run_config.completer_engine)
+    if method not in methods():
+        fail(f"--method {method!r}: choose one of {', '.join(methods())}")
+    engine_config = (run_config.judge_engine if method == "judge" else None) or run_config.completer_engine
+    engine = None if method == "sympy" else resources.engine_for(engine_config)
     grader = resources.grader_for(run_config.grading)
     report: dict[str, Any] = {"method": method, "files": {}}
     all_labels: list[int] = []
@@ -198,7 +218,7 @@ def evaluate(
         for name, records in files.items():
             try:
                 predictions = predict_first_errors(records, method, engine, grader, run_config)
-            except ValueError as error:
+            except (ValueError, RuntimeError) as error:
                 fail(f"{name}: {error}")
             labels = [int(r["label"]) for r in records]
             report["files"][name] = processbench_metrics(labels, predictions)
@@ -213,8 +233,7 @@ def evaluate(
             sink.close()
     report["overall"] = processbench_metrics(all_labels, all_predictions)
     if as_json:
-        # An empty subset gives NaN; JSON has no NaN, so it is written as null.
-        sys.stdout.write(json.dumps(report, default=str).replace("NaN", "null") + "\n")
+        sys.stdout.write(json.dumps(_nan_to_none(report)) + "\n")
         return
     table = Table(title=f"ProcessBench-style evaluation of {method}")
     for column in ("file", "n", "acc_err", "acc_cor", "F1"):

@@ -51,7 +51,8 @@ def serve_command(
     timezone: Annotated[Optional[str], typer.Option("--timezone", help="IANA time zone of the cron schedule (default UTC)")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="most flow runs this process runs at once")] = 1,
 ) -> None:
-    """Serve the pipeline on a cron schedule: each scheduled run commits a new version of OUT.
+    """Serve the pipeline on a cron schedule. Runs are named by the config, so a run commits only the
+    problems not committed yet: point the config at a source that grows (or change its seed) to get new data.
 
     Needs a Prefect API (`prefect server start` + PREFECT_API_URL, or Prefect Cloud). Stop with Ctrl-C.
     """

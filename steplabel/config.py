@@ -238,13 +238,18 @@ class RunConfig(Strict):
         return config_hash(self)
 
 
-# Fields that change speed, not results: excluded from the config hash.
+# Fields of engine configs that change speed, not results: excluded from the config hash.
 NON_SEMANTIC_FIELDS = frozenset({"n_threads", "max_concurrency", "timeout_s", "max_retries", "gpu_memory_utilization"})
 
 
+ENGINE_KINDS = frozenset({"llama_cpp", "openai", "vllm"})
+
+
 def _semantic(value: Any) -> Any:
+    """The config without the speed knobs of engine configs (``grading.timeout_s`` changes verdicts: kept)."""
     if isinstance(value, dict):
-        return {k: _semantic(v) for k, v in value.items() if k not in NON_SEMANTIC_FIELDS}
+        is_engine = value.get("kind") in ENGINE_KINDS
+        return {k: _semantic(v) for k, v in value.items() if not (is_engine and k in NON_SEMANTIC_FIELDS)}
     if isinstance(value, list):
         return [_semantic(v) for v in value]
     return value

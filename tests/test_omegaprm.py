@@ -147,8 +147,9 @@ def test_question_filter_stops_the_tree_for_all_right_questions():
     config = OmegaPRMConfig(mode="tree", k=2, filter_k=4)
     labels = driver_for(ScriptedEngine(all_right)).run([make_task(n_steps=3, final_correct=False)],
                                                         OmegaPRMLabeler(config)).labels["s1"]
-    assert labels.extra["question_filtered"] is True and labels.extra["searches"] == 1  # only the solution
-    assert labels.first_error == 1
+    # The question is dropped (the pipeline rejects it), so the solution is not searched either.
+    assert labels.extra["question_filtered"] is True and labels.extra["searches"] == 0
+    assert labels.rollouts_used == 4  # the filter's root rollouts only
 
 
 def test_rollout_budget_stops_new_searches():

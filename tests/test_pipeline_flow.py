@@ -163,3 +163,15 @@ def plan_shards_of(config: RunConfig) -> list[str]:
 
     problems, _ = load_problems(config.source)
     return [plan.shard_id for plan in plan_shards(problems, config.shard_size, config.hash())]
+
+
+def test_source_rejects_of_every_run_are_kept(prefect_harness, scripted, tmp_path):
+    totals = []
+    for name in ("first", "second"):
+        source = tmp_path / f"{name}.jsonl"
+        source.write_text(f'{{"question": "{name}: Ann has 2 apples and buys 3. How many?", "answer": "5"}}\n{{broken\n')
+        config = parse_config({"source": {"kind": "file", "path": str(source)}, "sampling": {"num_solutions": 1},
+                               "labeler": {"name": "math_shepherd", "k": 1}})
+        run(config, tmp_path / "data")
+        totals.append(ShardStore(tmp_path / "data").read("rejects").filter(stage="source").height)
+    assert totals == [1, 2]  # the second run's bad record is not mistaken for the first run's

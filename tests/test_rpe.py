@@ -23,7 +23,8 @@ def test_ratios_threshold_and_zero_guard():
     assert labels == [True, False, True, False, False]
     assert soft == [1.0, 0.75, 1.0, 0.0, 0.0]
     assert relative_progress(0.0, [0.0]) == [None]
-    assert rpe_labels(0.0, [0.5], 0.8)[0] == [False]  # question MC 0 guard
+    assert rpe_labels(0.0, [0.5], 0.8)[0] == [True]  # question MC 0, yet step 1 can succeed: progress
+    assert rpe_labels(0.0, [0.0, 0.5], 0.8)[0] == [False, False]
 
 
 def test_rpe_labeler_one_wave_with_the_question_prefix():

@@ -123,3 +123,24 @@ def test_code_checks_fill_steps_sympy_left_unknown():
     # Step 0 "2 + 3 = 5." is verified by sympy; step 1 "So 5 apples." has no claim, so the code check decides.
     assert row["tool_verdicts"] == ["verified", "refuted"] and row["tool_first_error"] == 1
     assert "AssertionError" in row["tool_evidence"][1]
+
+
+def test_consensus_truncation_cuts_every_per_step_column():
+    def two_wrong_steps(request: GenerationRequest, index: int) -> str:
+        if "<paragraph_0>" in request.prompt:
+            return "\\boxed{0}"
+        if re.search(r"^Step \d+:", request.prompt.split("Question:")[-1], flags=re.MULTILINE):
+            return "Step 3: still wrong.\nThe answer is 9."
+        return f"Step 1: 2 + 3 = {6 + index}.\nStep 2: so it is {6 + index}.\nThe answer is {6 + index}."
+
+    stage = parse_config({"judge": {"consensus": {"truncate_after_error": True}}}).judge
+    config = CONFIG.model_copy(update={"judge": stage})
+    engine = ScriptedEngine(two_wrong_steps)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS[:1]), config, RunContext.now("run-x", config.hash()),
+                                policy=engine, completer=engine, grader=grader, judge=engine)
+    rows = tables["step_labels"].to_pylist()
+    assert len(rows) == 5 and all(r["first_error"] == 0 and r["judge_first_error"] == 0 for r in rows)
+    for row in rows:  # everything after the first error is cut, in every per-step column
+        assert len(row["completions"]) == len(row["labels"]) == len(row["mc_scores"]) == len(row["tool_verdicts"]) == 1
+        assert row["labels"] == [False]

@@ -71,3 +71,15 @@ def test_real_gsm8k_and_math500_load_without_rejects():
     assert all(p.reference.lstrip("-").replace(".", "", 1).isdigit() for p in gsm)
     math, math_rejects = load_problems(FileSource(path=str(SHARED / "math500" / "test.jsonl"), question_field="problem"))
     assert len(math) == 500 and math_rejects == []
+
+
+def test_json_list_source_and_a_non_list_json(tmp_path):
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps([{"question": "A?", "answer": "1"}, {"question": "", "answer": "2"}]))
+    problems, rejects = load_problems(FileSource(path=str(path)))
+    assert [p.reference for p in problems] == ["1"]
+    assert rejects[0].reason == "bad_input" and rejects[0].detail.startswith(f"{path}[1]:")
+    bad = tmp_path / "obj.json"
+    bad.write_text(json.dumps({"question": "A?"}))
+    with pytest.raises(ValueError, match="must hold a list of objects"):
+        load_problems(FileSource(path=str(bad)))
