@@ -178,6 +178,8 @@ def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) 
     row["tool_first_error"] = first_false([verdict != "refuted" for verdict in verdicts])
     if settings.hybrid is not None:
         row["labels"], row["first_error"] = combine(row["mc_scores"], verdicts, settings.hybrid)
+        # A step the tools made bad cannot keep a high soft target.
+        row["soft_labels"] = [soft if good else 0.0 for soft, good in zip(row["soft_labels"], row["labels"], strict=True)]
 
 
 PER_STEP_COLUMNS = ("completions", "labels", "mc_scores", "mc_correct", "mc_total", "soft_labels",
@@ -328,7 +330,8 @@ def label_shard(
                 _reject_row(ctx, plan.shard_id, item_id=sol.solution_id, problem_id=sol.problem.problem_id,
                             solution_id=sol.solution_id, stage="labeling", reason="engine_error",
                             detail=f"solution {sol.solution_id}: {outcome.failures[sol.solution_id]}",
-                            payload=sol.text, tokens=sol.tokens)
+                            payload=sol.text, tokens=sol.tokens + outcome.spent.get(sol.solution_id, (0, 0))[1],
+                            rollouts=outcome.spent.get(sol.solution_id, (0, 0))[0])
             )
     if config.judge is not None and label_rows:
         if judge is None:

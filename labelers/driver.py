@@ -57,6 +57,7 @@ class WaveStats:
 class DriverResult:
     labels: dict[str, StepLabels] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # solution_id -> what went wrong
+    spent: dict[str, tuple[int, int]] = field(default_factory=dict)  # solution_id -> (samples, tokens) used
     waves: int = 0
     samples: int = 0
     tokens: int = 0
@@ -125,6 +126,11 @@ class WaveDriver:
             for solution_id, start, end in spans:
                 run, queries = pending.pop(solution_id)
                 reference = by_id[solution_id].reference
+                samples, tokens = result.spent.get(solution_id, (0, 0))
+                result.spent[solution_id] = (
+                    samples + sum(len(r.completions) for r in generated[start:end]),
+                    tokens + sum(r.tokens_generated for r in generated[start:end]),
+                )
                 errors = [r.error for r in generated[start:end] if r.error]
                 if errors:
                     run.close()

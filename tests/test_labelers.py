@@ -98,6 +98,8 @@ def test_engine_failure_stops_only_that_solution_with_its_message():
     result = driver_for(engine).run(tasks, MathShepherdLabeler(MathShepherdConfig(k=2)))
     assert set(result.labels) == {"b"}
     assert "HTTP 503" in result.failures["a"]
+    # "a" still paid for the request that succeeded in the failing wave (prefix of 1 step: 2 samples).
+    assert result.spent["a"][0] == 2 and result.spent["a"][1] > 0
 
 
 @pytest.mark.parametrize("k", [1, 8])
