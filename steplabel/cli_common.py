@@ -10,6 +10,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def open_store(directory: str, *, committed: bool = True):
+    """The store at a local directory or an object-store URL; a one-line error when there is none."""
+    from pathlib import Path
+
+    from storage.store import ShardStore
+
+    if "://" not in directory and not Path(directory).is_dir():
+        fail(f"{directory}: no such directory (expected a dataset written by `steplabel run`)")
+    store = ShardStore(directory)
+    if committed and store.latest() is None:
+        fail(f"{directory}: no committed version yet (write one with `steplabel run --out {directory}`)")
+    return store
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: ...`` on stderr, one line per problem (no rich markup, no wrapping), and exit."""
     for line in str(message).splitlines() or [""]:

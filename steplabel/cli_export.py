@@ -16,24 +16,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from steplabel.cli_common import console, fail
+from steplabel.cli_common import console, fail, open_store
 
 FORMAT_HELP = "trl (default: prompt/completions/labels) | math-shepherd | prm800k (JSONL) | openr"
 
 
-def _open_store(directory: Path):
-    from storage.store import ShardStore
-
-    if not directory.is_dir():
-        fail(f"{directory} is not a directory (expected a dataset written by `steplabel run`)")
-    store = ShardStore(directory)
-    if store.latest() is None:
-        fail(f"{directory} has no committed version (no {directory / 'LATEST'})")
-    return store
-
-
 def export_command(
-    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    directory: Annotated[str, typer.Argument(help="dataset directory (or s3://... URL) written by `steplabel run`")],
     format: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "trl",
     out: Annotated[Path, typer.Option("--out", "-o", help="write OUT/<format>/<split>-00000-of-00001.parquet")] = Path("export"),
     version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
@@ -50,7 +39,7 @@ def export_command(
 
     if format not in FORMATS:
         fail(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
-    store = _open_store(directory)
+    store = open_store(directory)
     options = {"stop_at_first_error": True} if stop_at_first_error and format == "prm800k" else {}
     try:
         files = export_version(store, version, format, out, split_ratio, **options)
@@ -61,7 +50,7 @@ def export_command(
 
 
 def publish_command(
-    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    directory: Annotated[str, typer.Argument(help="dataset directory (or s3://... URL) written by `steplabel run`")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repository, ORG/NAME")],
     version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
     private: Annotated[bool, typer.Option("--private", help="create the repository as private")] = False,
@@ -76,7 +65,7 @@ def publish_command(
     from storage.publish import publish
     from storage.store import StoreError
 
-    store = _open_store(directory)
+    store = open_store(directory)
     try:
         result = publish(store, repo_id, version=version, private=private, dry_run=dry_run, split_ratio=split_ratio)
     except ImportError as error:

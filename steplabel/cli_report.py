@@ -11,27 +11,27 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from steplabel.cli_common import open_store
 from steplabel.cli_inspect import _fail, _one_line
 
 console = Console()
 
 
 def report_command(
-    directory: Annotated[Path, typer.Argument(help="dataset directory written by `steplabel run`")],
+    directory: Annotated[str, typer.Argument(help="dataset directory (or s3://... URL) written by `steplabel run`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")] = Path("report.html"),
     version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
     samples: Annotated[int, typer.Option("--samples", min=0, help="solutions in the sample browser")] = 50,
 ) -> None:
     """Write one self-contained HTML file (inline SVG plots, sample browser; no network needed)."""
     from steplabel.report import write_report
-    from storage.store import ShardStore, StoreError
+    from storage.store import StoreError
 
-    if not directory.is_dir():
-        _fail(f"{directory}: no such directory")
+    store = open_store(directory, committed=False)
     if out.exists() and out.is_dir():
         _fail(f"{out}: is a directory (expected an .html file path)")
     try:
-        path = write_report(ShardStore(directory), version, out, samples=samples)
+        path = write_report(store, version, out, samples=samples)
     except StoreError as error:
         _fail(_one_line(error))
     except OSError as error:
