@@ -60,6 +60,28 @@ class StepLabels:
     tokens_generated: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
+    @classmethod
+    def from_outcomes(
+        cls,
+        per_step: list[RolloutOutcome],
+        labels: list[bool],
+        soft_labels: list[float],
+        spent: list[RolloutOutcome],
+        extra: dict[str, object] | None = None,
+    ) -> StepLabels:
+        """Labels over one outcome per step; ``spent``: every outcome the labeler paid for (its cost)."""
+        return cls(
+            labels=labels,
+            mc_scores=[o.mc for o in per_step],
+            mc_correct=[o.correct for o in per_step],
+            mc_total=[o.total for o in per_step],
+            soft_labels=soft_labels,
+            first_error=first_false(labels),
+            rollouts_used=sum(o.total for o in spent),
+            tokens_generated=sum(o.tokens for o in spent),
+            extra=extra or {},
+        )
+
     def __post_init__(self) -> None:
         sizes = {len(self.labels), len(self.mc_scores), len(self.mc_correct), len(self.mc_total), len(self.soft_labels)}
         if len(sizes) != 1:

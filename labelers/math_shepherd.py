@@ -12,7 +12,6 @@ from labelers.base import (
     RolloutQuery,
     SolutionTask,
     StepLabels,
-    first_false,
 )
 from labelers.math_shepherd_config import MathShepherdConfig
 
@@ -40,13 +39,4 @@ class MathShepherdLabeler:
         else:
             labels = [value >= self.config.soft_threshold for value in mc]
             soft = mc
-        return StepLabels(
-            labels=labels,
-            mc_scores=mc,
-            mc_correct=[o.correct for o in per_step],
-            mc_total=[o.total for o in per_step],
-            soft_labels=soft,
-            first_error=first_false(labels),
-            rollouts_used=sum(o.total for o in outcomes),
-            tokens_generated=sum(o.tokens for o in outcomes),
-        )
+        return StepLabels.from_outcomes(per_step, labels, soft, spent=outcomes)

@@ -15,7 +15,6 @@ from labelers.base import (
     RolloutQuery,
     SolutionTask,
     StepLabels,
-    first_false,
 )
 from labelers.rpe_config import RPEConfig
 
@@ -68,14 +67,6 @@ class RPELabeler:
         per_step = [*per_prefix, final]
         mc = [o.mc for o in per_step]
         labels, soft, ratios = rpe_labels(base.mc, mc, self.config.threshold)
-        return StepLabels(
-            labels=labels,
-            mc_scores=mc,
-            mc_correct=[o.correct for o in per_step],
-            mc_total=[o.total for o in per_step],
-            soft_labels=soft,
-            first_error=first_false(labels),
-            rollouts_used=sum(o.total for o in outcomes),
-            tokens_generated=sum(o.tokens for o in outcomes),
-            extra={"relative_progress": ratios, "question_mc": base.mc},
+        return StepLabels.from_outcomes(
+            per_step, labels, soft, spent=outcomes, extra={"relative_progress": ratios, "question_mc": base.mc}
         )
