@@ -106,9 +106,7 @@ def test_driver_wait_resumes_after_the_wave():
             if task.solution_id == "w":
                 got = yield []
                 seen.append(got)
-                outcomes = yield [RolloutQuery(steps=task.steps[:1], k=1)]
-            else:
-                outcomes = yield [RolloutQuery(steps=task.steps[:1], k=1)]
+            yield [RolloutQuery(steps=task.steps[:1], k=1)]
             return ScanLabeler(ScanConfig())  # any value: the driver stores what the labeler returns
 
     engine = ScriptedEngine(planted({1: 1}))
