@@ -10,7 +10,6 @@ end; the table shows the median and p90 per-rollout cost over shards. Target: me
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -19,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
+from benchmarks.reporting import show_and_save  # noqa: E402
 from flows.shard import RunContext, label_shard, plan_shards  # noqa: E402
 from rollouts.builtin_problems import generate_problems  # noqa: E402
 from rollouts.engines.base import GenerationRequest, sample_seed  # noqa: E402
@@ -85,17 +83,9 @@ def main() -> None:
         "p90_ms_per_rollout": round(sorted(per_rollout_ms)[int(0.9 * (len(per_rollout_ms) - 1))], 4),
         "overall_ms_per_rollout": round(1000 * total_s / max(total_rollouts, 1), 4),
     }
-    table = Table(title="pipeline CPU overhead per rollout (instant scripted engine)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    Console().print(table)
     verdict = "OK" if result["median_ms_per_rollout"] <= 1.0 else "OVER TARGET"
-    print(f"median per-rollout overhead: {result['median_ms_per_rollout']} ms (target <= 1 ms) {verdict}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    show_and_save("pipeline CPU overhead per rollout (instant scripted engine)", result,
+           f"median per-rollout overhead: {result['median_ms_per_rollout']} ms (target <= 1 ms) {verdict}", args.out)
 
 
 if __name__ == "__main__":

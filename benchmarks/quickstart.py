@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.reporting import show_and_save  # noqa: E402
 
 TARGET_S = 600
 
@@ -45,16 +46,9 @@ def main() -> None:
         **{k: summary[k] for k in ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens")},
         "tokens_per_s": round(summary["tokens"] / wall, 1),
     }
-    table = Table(title="quick-start run (embedded default, real model on the CPU)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    Console().print(table)
-    print(f"quick-start wall time: {wall:.0f} s (target < {TARGET_S} s) {'OK' if wall < TARGET_S else 'OVER TARGET'}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    verdict = "OK" if wall < TARGET_S else "OVER TARGET"
+    show_and_save("quick-start run (embedded default, real model on the CPU)", result,
+           f"quick-start wall time: {wall:.0f} s (target < {TARGET_S} s) {verdict}", args.out)
 
 
 if __name__ == "__main__":
