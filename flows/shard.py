@@ -224,6 +224,9 @@ def judge_and_filter(
                 continue
             reason = (decision.reason or "consensus_disagree").split(":")[0]
             detail = f"solution {row['solution_id']}: {decision.reason}"
+            if verdict.first_error is None:
+                statuses = ", ".join(sorted({p.status for p in verdict.parses})) or "no output"
+                detail += f" (no usable first-error index in {verdict.samples} judge samples: {statuses})"
         rejected.append(
             _reject_row(ctx, shard_id, item_id=row["solution_id"], problem_id=row["problem_id"],
                         solution_id=row["solution_id"], stage="judge", reason=reason, detail=detail,
