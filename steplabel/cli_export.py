@@ -32,6 +32,9 @@ def export_command(
     stop_at_first_error: Annotated[
         bool, typer.Option("--stop-at-first-error", help="prm800k only: list steps up to the first bad one (phase 2)")
     ] = False,
+    searched_paths: Annotated[
+        bool, typer.Option("--searched-paths", help="also export every path an OmegaPRM search labelled")
+    ] = False,
 ) -> None:
     """Export a version of the dataset in a PRM training format."""
     from storage.exporters import FORMATS, export_version
@@ -42,7 +45,7 @@ def export_command(
     store = open_store(directory)
     options = {"stop_at_first_error": True} if stop_at_first_error and format == "prm800k" else {}
     try:
-        files = export_version(store, version, format, out, split_ratio, **options)
+        files = export_version(store, version, format, out, split_ratio, searched_paths=searched_paths, **options)
     except (ValueError, StoreError) as error:
         fail(str(error))
     for path in files:

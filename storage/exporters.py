@@ -522,6 +522,28 @@ def _write(data: pl.DataFrame | list[dict[str, Any]], fmt: str, path: Path) -> N
     tmp.replace(path)
 
 
+def with_searched_paths(df: pl.DataFrame) -> pl.DataFrame:
+    """Add one example per path an OmegaPRM search labelled (``labeler_details.paths``), besides the solution.
+
+    This is where the tree search's data volume comes from: every searched path is a labelled sequence of
+    steps from the same question. A path equal to its row's own steps and labels is not repeated. Rows
+    without paths pass through unchanged; ``labeler_details`` is dropped from the result.
+    """
+    extra = []
+    for row in df.iter_rows(named=True):
+        details = json.loads(row["labeler_details"]) if row.get("labeler_details") else {}
+        for index, path in enumerate(details.get("paths") or []):
+            steps, labels = list(path["steps"]), [bool(v) for v in path["labels"]]
+            if steps == list(row["completions"]) and labels == list(row["labels"]):
+                continue
+            extra.append({**{k: row[k] for k in df.columns if k != "labeler_details"},
+                          "solution_id": f"{row['solution_id']}/path{index}", "completions": steps, "labels": labels})
+    base = df.drop("labeler_details")
+    if not extra:
+        return base
+    return pl.concat([base, pl.DataFrame(extra, schema=base.schema)], how="vertical")
+
+
 def export_version(
     store: Any,
     version: str | None,
@@ -530,6 +552,7 @@ def export_version(
     split_ratio: str | list[tuple[str, float]] | None = None,
     *,
     parquet_only: bool = False,
+    searched_paths: bool = False,
     **options: Any,
 ) -> list[Path]:
     """Export one format of ``version`` (default latest) of ``store`` under ``out``; return the files written.
@@ -538,13 +561,17 @@ def export_version(
     always has a file). ``parquet_only`` writes prm800k as Parquet too (same records, nested columns), for a Hub
     repo: ``datasets`` reads every config of a repo with ONE builder, so JSONL next to Parquet would not load.
     ``options`` go to the exporter (``neutral``, ``stop_at_first_error``, ``step_tag``,
-    ``task``; Math-Shepherd's ``task`` defaults to :func:`task_name` of the version's config)."""
+    ``task``; Math-Shepherd's ``task`` defaults to :func:`task_name` of the version's config).
+    ``searched_paths`` adds OmegaPRM's searched paths as examples (:func:`with_searched_paths`)."""
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     ratios = parse_split_ratio(split_ratio) if split_ratio is None or isinstance(split_ratio, str) else split_ratio
     manifest = store.manifest(version)
     extra = ["reference_answer", "labeler", "created_at"] if fmt == "prm800k" else []
-    df = store.scan("step_labels", manifest.version).select(*_SOURCE_COLUMNS, *extra).collect()
+    columns = [*_SOURCE_COLUMNS, *extra, *(["labeler_details"] if searched_paths else [])]
+    df = store.scan("step_labels", manifest.version).select(*columns).collect()
+    if searched_paths:
+        df = with_searched_paths(df)
     if fmt == "math-shepherd":
         options.setdefault("task", task_name(manifest.config))
     parts = assign_splits(df, ratios)

@@ -311,3 +311,25 @@ def test_trl_prm_tokenize_row_places_labels_on_step_ends(tmp_path: Path, monkeyp
         starts = [len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]) + 1] + [p + 1 for p in positions[:-1]]
         for step, s, e in zip(row["completions"], starts, positions):
             assert tokenizer.decode(out["input_ids"][s:e]).replace(" ", "") == step.replace(" ", "")
+
+
+def test_searched_paths_become_extra_examples(tmp_path):
+    from storage.exporters import export_version
+
+    table = make_step_label_rows(2, run_id="r", shard_id="s0", steps_per_solution=3)
+    rows = table.to_pylist()
+    own = {"steps": rows[0]["completions"], "labels": rows[0]["labels"], "mc": [0.5] * 3, "soft": [0.5] * 3}
+    other = {"steps": rows[0]["completions"][:1] + ["a different step"], "labels": [True, False],
+             "mc": [0.5, 0.0], "soft": [0.5, 0.0]}
+    rows[0]["labeler_details"] = json.dumps({"paths": [own, other]})
+    store = ShardStore(tmp_path / "d")
+    store.stage("r", "s0", {"step_labels": pa.Table.from_pylist(rows, schema=table.schema)})
+    store.commit("r", config={}, config_hash="h", code_version="t")
+
+    plain = pl.read_parquet(export_version(store, None, "trl", tmp_path / "a")[0])
+    assert plain.height == 2
+    with_paths = pl.read_parquet(export_version(store, None, "trl", tmp_path / "b", searched_paths=True)[0])
+    assert with_paths.height == 3  # the solution's own path is not repeated
+    added = with_paths.filter(pl.col("completions").list.last() == "a different step")
+    assert added.height == 1 and added["labels"].to_list() == [[True, False]]
+    assert added["prompt"].item() == rows[0]["prompt"]
