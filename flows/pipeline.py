@@ -22,6 +22,7 @@ from flows.shard import (
     label_shard,
     plan_shards,
     source_reject_table,
+    verify_table,
 )
 from rollouts.engines.base import EngineError
 from rollouts.sources import Problem, load_problems
@@ -73,10 +74,13 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
       retry_condition_fn=retry_if_transient)
 def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str, problems: list[dict[str, str]]) -> dict:
     store = ShardStore(out)
+    run_config = RunConfig.model_validate(config)
     if store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids():
         emit(ProgressEvent("shard_skipped", shard_id=shard_id))
         return {"shard_id": shard_id, "skipped": True}
-    run_config = RunConfig.model_validate(config)
+    if run_config.defers_verification and store.is_staged(unverified_run(run_id), shard_id):
+        emit(ProgressEvent("shard_skipped", shard_id=shard_id))
+        return {"shard_id": shard_id, "skipped": True, "deferred": True}
     plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
     emit(ProgressEvent("shard_started", shard_id=shard_id))
     # A no-op unless a global concurrency limit of this name exists on the Prefect server
@@ -93,14 +97,50 @@ def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: st
             on_wave=lambda w: emit(
                 ProgressEvent("wave", shard_id=shard_id, samples=w.samples, tokens=w.tokens, active=w.active)
             ),
+            verify=not run_config.defers_verification,
         )
-    store.stage(run_id, shard_id, tables)
+    store.stage(unverified_run(run_id) if run_config.defers_verification else run_id, shard_id, tables)
     emit(ProgressEvent("shard_done", shard_id=shard_id, solutions=report.solutions))
     get_run_logger().info(
         "shard %s: %d problems -> %d labelled solutions, %d rejects, %d rollouts, %d tokens",
         shard_id, report.problems, report.solutions, report.rejects, report.rollouts, report.tokens,
     )
-    return report.as_dict()
+    return {**report.as_dict(), "deferred": run_config.defers_verification}
+
+
+def unverified_run(run_id: str) -> str:
+    """Where a run keeps shards that are labelled but not yet verified (never committed)."""
+    return f"{run_id}-unverified"
+
+
+@task(name="verify-shard", task_run_name="verify-shard-{shard_id}", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_if_transient)
+def verify_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str) -> str:
+    """The engine-free finishing stage: sympy (+ hybrid) on a labelled shard, then stage it for the commit.
+
+    Submitted to the flow's task runner, so it overlaps with the next shard's generation (threads) or runs
+    on Dask workers.
+    """
+    store = ShardStore(out)
+    if not store.is_staged(run_id, shard_id):
+        work = unverified_run(run_id)
+        labels = verify_table(store.read_staged(work, shard_id, STEP_LABELS), RunConfig.model_validate(config))
+        store.stage(run_id, shard_id, {STEP_LABELS: labels, REJECTS: store.read_staged(work, shard_id, REJECTS)})
+    return shard_id
+
+
+def flow_for(config: RunConfig) -> Any:
+    """The pipeline flow with the task runner the config asks for."""
+    if config.orchestration.task_runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as error:
+            raise ValueError('orchestration.task_runner "dask" needs prefect-dask: pip install "steplabel[dask]"') from error
+
+        workers = config.orchestration.dask_workers
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+        return pipeline_flow.with_options(task_runner=runner)
+    return pipeline_flow
 
 
 @task(name="commit-version", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_if_transient)
@@ -123,11 +163,16 @@ def pipeline_flow(config: dict[str, Any], out: str, run_id: str | None = None) -
         problems = [Problem(**p) for p in load_problems_task(out, run_id, config)]
         plans = plan_shards(problems, run_config.shard_size, config_hash)
         emit(ProgressEvent("run_started", shards_total=len(plans)))
-        reports = [
-            label_shard_task(out, run_id, config, plan.shard_id, [asdict(p) for p in plan.problems])
-            for plan in plans
-        ]
+        reports, verifying = [], []
+        for plan in plans:
+            report = label_shard_task(out, run_id, config, plan.shard_id, [asdict(p) for p in plan.problems])
+            reports.append(report)
+            if report.get("deferred"):
+                verifying.append(verify_shard_task.submit(out, run_id, config, plan.shard_id))
+        for future in verifying:
+            future.result()  # raises the task's error: nothing is committed half-verified
         commit = commit_task(out, run_id, config, config_hash, __version__)
+        ShardStore(out).discard_staging(unverified_run(run_id))
     finally:
         resources.close_all()
     logger.info("committed %s (%s) in %.1f s", commit["version"], "new" if commit["created"] else "unchanged", time.monotonic() - started)

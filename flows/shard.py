@@ -195,6 +195,14 @@ def truncate_steps(row: dict, n_steps: int) -> None:
         row["tool_first_error"] = -1
 
 
+def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:
+    """Tool verification of labelled rows that were staged unverified (the engine-free finishing stage)."""
+    rows = table.to_pylist()
+    for row in rows:
+        verify_row(row, config)
+    return pa.Table.from_pylist(rows, schema=STEP_LABELS_SCHEMA)
+
+
 def judge_and_filter(
     label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
 ) -> tuple[list[dict], list[dict]]:
@@ -290,6 +298,7 @@ def label_shard(
     grader: Grader,
     judge: Engine | None = None,
     on_wave: Callable[[WaveStats], None] | None = None,
+    verify: bool = True,
 ) -> tuple[dict[str, pa.Table], ShardReport]:
     """Sample, label and build both tables for one shard."""
     spec = SolutionSampling(
@@ -326,7 +335,8 @@ def label_shard(
             )
         elif labels:
             row = _label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name, completer.model_name)
-            verify_row(row, config, completer)
+            if verify:
+                verify_row(row, config, completer)
             label_rows.append(row)
         else:
             reject_rows.append(

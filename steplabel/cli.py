@@ -44,7 +44,7 @@ def run(
     except ConfigError as error:
         fail(str(error))
     _prefect_defaults()
-    from flows.pipeline import pipeline_flow, run_id_for
+    from flows.pipeline import flow_for, run_id_for
     from steplabel.progress_view import RunProgress
 
     started = time.monotonic()
@@ -55,7 +55,7 @@ def run(
 
     try:
         with RunProgress(console):
-            result = pipeline_flow(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
+            result = flow_for(run_config)(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
     except (OSError, ValueError, EngineError, StoreError) as error:
         fail(f"run {run_id} stopped: {type(error).__name__}: {error}\n"
              f"finished shards are staged; fix the cause and rerun the same command to resume")

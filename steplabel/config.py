@@ -198,6 +198,18 @@ class JudgeStageConfig(Strict):
     consensus: ConsensusConfig = Field(default_factory=ConsensusConfig)
 
 
+class OrchestrationConfig(Strict):
+    """Where the CPU-only finishing stage (sympy verification, hybrid labels) runs.
+
+    ``thread``: Prefect's thread pool, overlapping with the next shard's generation. ``dask``: a local
+    Dask cluster of ``dask_workers`` processes (prefect-dask). Either way it changes speed, not results,
+    so it is left out of the config hash.
+    """
+
+    task_runner: Literal["thread", "dask"] = "thread"
+    dask_workers: int = Field(2, ge=1)
+
+
 class GradingConfig(Strict):
     timeout_s: float = Field(5.0, gt=0)
 
@@ -222,7 +234,13 @@ class RunConfig(Strict):
     grading: GradingConfig = Field(default_factory=GradingConfig)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
     judge: JudgeStageConfig | None = Field(None, description="null: no judge stage")
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     shard_size: int = Field(4, ge=1, description="problems per shard (the unit of work and of resume)")
+
+    @property
+    def defers_verification(self) -> bool:
+        """Verification can leave the engine's task when it needs no engine and no judge waits for it."""
+        return self.judge is None and self.verification.code is None and self.verification.sympy is not None
 
     @property
     def judge_engine(self) -> LlamaCppEngineConfig | OpenAIEngineConfig | VLLMEngineConfig | None:
@@ -256,7 +274,9 @@ def _semantic(value: Any) -> Any:
 
 
 def config_hash(config: RunConfig) -> str:
-    canonical = json.dumps(_semantic(config.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
+    data = config.model_dump(mode="json")
+    data.pop("orchestration")  # where work runs, not what it computes
+    canonical = json.dumps(_semantic(data), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

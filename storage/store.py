@@ -679,6 +679,16 @@ class ShardStore:
     def staged_shards(self, run_id: str) -> list[str]:
         return [n[: -len(".done")] for n in self.fs.listdir(self._staging_dir(run_id)) if n.endswith(".done")]
 
+    def read_staged(self, run_id: str, shard_id: str, table: str) -> pa.Table:
+        """One table of a staged shard (for a later stage of the same run to finish it)."""
+        if not self.is_staged(run_id, shard_id):
+            raise StoreError(f"shard {shard_id} of run {run_id} is not staged in {self.root}")
+        return pq.read_table(pa.BufferReader(self.fs.read_bytes(self._staged_file(run_id, shard_id, table))))
+
+    def discard_staging(self, run_id: str) -> None:
+        """Drop a run's staging area (intermediate work that will never be committed)."""
+        self._cleanup_staging(run_id)
+
     def record_run_config(self, run_id: str, config: dict[str, Any]) -> None:
         """Keep a run's resolved config beside its staged shards, so ``steplabel run --resume`` needs only the id."""
         _check_id("run_id", run_id)

@@ -175,3 +175,20 @@ def test_source_rejects_of_every_run_are_kept(prefect_harness, scripted, tmp_pat
         run(config, tmp_path / "data")
         totals.append(ShardStore(tmp_path / "data").read("rejects").filter(stage="source").height)
     assert totals == [1, 2]  # the second run's bad record is not mistaken for the first run's
+
+
+def test_dask_task_runner_verifies_shards_on_a_local_cluster(prefect_harness, scripted, tmp_path):
+    from flows.pipeline import flow_for
+
+    threads = run(CONFIG, tmp_path / "threads")
+    dask_config = CONFIG.model_copy(update={"orchestration": parse_config(
+        {"orchestration": {"task_runner": "dask", "dask_workers": 2}}).orchestration})
+    assert dask_config.hash() == CONFIG.hash()  # where work runs is not part of what it computes
+    result = flow_for(dask_config)(config=dask_config.model_dump(mode="json"), out=str(tmp_path / "dask"),
+                                   run_id=run_id_for(dask_config))
+    assert result["created"] and result["shards"] == threads["shards"]
+    columns = ["solution_id", "labels", "tool_verdicts", "tool_first_error"]
+    by_dask = ShardStore(tmp_path / "dask").read("step_labels").select(columns).sort("solution_id")
+    assert by_dask.equals(ShardStore(tmp_path / "threads").read("step_labels").select(columns).sort("solution_id"))
+    assert by_dask["tool_verdicts"].null_count() == 0  # every row went through verification
+    assert not (tmp_path / "dask" / "staging").exists() or not any((tmp_path / "dask" / "staging").iterdir())
