@@ -8,6 +8,7 @@ config resumes a killed run, and committing is idempotent (see :mod:`storage.sto
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -30,7 +31,6 @@ from steplabel.config import RunConfig
 from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
 from storage.store import ShardStore
 
-ENGINE_CONCURRENCY_LIMIT = "steplabel-engine"
 TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
 # Missing or forbidden paths fail the same way on every try.
 PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -83,9 +83,8 @@ def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: st
         return {"shard_id": shard_id, "skipped": True, "deferred": True}
     plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
     emit(ProgressEvent("shard_started", shard_id=shard_id))
-    # A no-op unless a global concurrency limit of this name exists on the Prefect server
-    # (`prefect gcl create steplabel-engine --limit 1`): then runs sharing a GPU host take turns.
-    with concurrency(ENGINE_CONCURRENCY_LIMIT, occupy=1):
+    limit = run_config.orchestration.engine_concurrency_limit
+    with concurrency(limit, occupy=1) if limit else nullcontext():  # a missing limit: a warning, no wait
         tables, report = label_shard(
             plan,
             run_config,

@@ -208,6 +208,10 @@ class OrchestrationConfig(Strict):
 
     task_runner: Literal["thread", "dask"] = "thread"
     dask_workers: int = Field(2, ge=1)
+    engine_concurrency_limit: str | None = Field(
+        None, description="a Prefect global concurrency limit each shard's engine work takes a slot of "
+        "(create it on the server: `prefect gcl create NAME --limit 1`), so runs sharing a GPU host take turns",
+    )
 
 
 class GradingConfig(Strict):
