@@ -233,21 +233,10 @@ def test_missing_choices_is_a_per_request_error():
 # slow tests against a real `python -m llama_cpp.server`
 # ---------------------------------------------------------------------------------------------------
 
-FEW_SHOT = (
-    "Question: Tom has 3 apples and buys 2 more. How many apples does he have?\n"
-    "Step 1: Tom starts with 3 apples.\n"
-    "Step 2: He buys 2 more, so 3 + 2 = 5.\n"
-    "Answer: 5\n\n"
-    "Question: A box holds 4 pens. How many pens are in 3 boxes?\n"
-    "Step 1: Each box holds 4 pens.\n"
-    "Step 2: 3 boxes hold 3 * 4 = 12 pens.\n"
-    "Answer: 12\n\n"
-)
-PROBLEMS = [
-    "Sara has 5 candies and eats 2. How many candies are left?",
-    "A car travels 60 km each hour. How far does it go in 2 hours?",
-    "There are 7 birds on a tree and 3 fly away. How many birds remain?",
-]
+from tests.model_prompts import FEW_SHOT
+from tests.model_prompts import PROBLEMS as ALL_PROBLEMS
+
+PROBLEMS = ALL_PROBLEMS[:3]
 
 
 def _free_port() -> int:
