@@ -8,7 +8,9 @@ ProcessBench style), the false-alarm rate on traces without a mistake, and the s
 Human labels are noisy: some traces labelled "no mistake" contain plainly wrong arithmetic. Every
 refutation on such a trace is therefore re-checked by an independent evaluator (Python ``ast`` +
 ``fractions``, no sympy, no shared parser); a refutation whose claim is confirmed false is a label error,
-not a verifier false alarm. Both the raw rate (vs labels) and the audited rate are reported.
+not a verifier false alarm. Both the raw rate (vs labels) and the audited rate are reported, plus the raw
+rate on the "no mistake" traces whose final answer matches the target (a label check that needs no
+verifier: 18 of the 62 "no mistake" traces end in a wrong answer, so they must contain a mistake).
 
     python benchmarks/verifiers.py [--data ../shared/data/big_bench_mistake/multistep_arithmetic.jsonl]
 """
@@ -78,6 +80,7 @@ def confirmed_false(claim) -> bool:
 def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
     n_err = n_cor = hit_err = hit_cor = 0
     raw_fa = audited_fa = 0
+    n_consistent = consistent_fa = 0  # "no mistake" traces whose final answer is also right
     tp = fp = 0
     label_errors: list[dict] = []
     for idx, row in enumerate(rows):
@@ -87,8 +90,11 @@ def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
         if m is None:
             n_cor += 1
             hit_cor += pred == -1
+            consistent = row["answer"].strip() == row["target"].strip()
+            n_consistent += consistent
             if pred != -1:
                 raw_fa += 1
+                consistent_fa += consistent
                 claim = next(c for c in sv.steps[pred].claims if c.holds is False)
                 if confirmed_false(claim):
                     label_errors.append({"index": idx, "step": pred, "evidence": sv.evidence[pred]})
@@ -116,6 +122,8 @@ def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
         "f1": f1,
         "false_alarm_rate_raw": raw_fa / n_cor if n_cor else 0.0,
         "false_alarm_rate_audited": audited_fa / n_cor if n_cor else 0.0,
+        "without_mistake_right_answer": n_consistent,
+        "false_alarm_rate_right_answer": consistent_fa / n_consistent if n_consistent else 0.0,
         "label_errors_found": len(label_errors),
         "label_errors": label_errors,
         "step_precision_refuted_raw": tp / (tp + fp) if tp + fp else 0.0,
@@ -127,13 +135,24 @@ def evaluate(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 
 
+GSM8K_MODEL_SOLUTIONS = ROOT.parent / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
+
+
+def gsm8k_steps(solution: str) -> list[str]:
+    """One line per step, calculator annotations ``<<...>>`` removed."""
+    text = re.sub(r"<<[^>]*>>", "", solution)
+    return [step for step in text.strip().split("\n") if step.strip()]
+
+
 def gsm8k_reference_steps(path: Path) -> list[list[str]]:
-    """GSM8K's human reference solutions (all correct), one line per step, calculator annotations removed."""
-    solutions = []
-    for line in path.read_text().splitlines():
-        text = re.sub(r"<<[^>]*>>", "", json.loads(line)["answer"].split("####")[0])
-        solutions.append([step for step in text.strip().split("\n") if step.strip()])
-    return solutions
+    """GSM8K's human reference solutions (all correct)."""
+    return [gsm8k_steps(json.loads(line)["answer"].split("####")[0]) for line in path.read_text().splitlines()]
+
+
+def gsm8k_right_answer_model_steps(path: Path) -> list[list[str]]:
+    """The GSM8K release's GPT-3 solutions (6B and 175B) whose final answer is right."""
+    return [gsm8k_steps(sample["solution"]) for line in path.read_text().splitlines()
+            for sample in json.loads(line).values() if isinstance(sample, dict) and sample.get("is_correct")]
 
 
 def reference_refutations(solutions: list[list[str]], cfg: SympyVerifierConfig) -> dict:
@@ -168,6 +187,7 @@ def main() -> int:
         ("acc_cor", "acc_cor (no-mistake -> -1)"),
         ("f1", "F1"),
         ("false_alarm_rate_raw", "false alarms vs labels (raw)"),
+        ("false_alarm_rate_right_answer", "false alarms vs labels, right answer"),
         ("false_alarm_rate_audited", "false alarms, audited (<= 2%)"),
         ("step_precision_refuted_raw", "step precision of refuted (raw)"),
     ]:
@@ -178,6 +198,13 @@ def main() -> int:
         res["gsm8k_reference"] = ref = reference_refutations(gsm8k_reference_steps(GSM8K_TEST), cfg)
         print(f"GSM8K test reference solutions: {ref['solutions_with_a_refuted_step']} of {ref['solutions']} "
               f"({100 * ref['rate']:.2f}%) get a step refuted, over {ref['steps']} steps")
+        for step, evidence in ref["refuted"]:
+            print(f"  {evidence}   <- {step!r}")
+    if GSM8K_MODEL_SOLUTIONS.exists():
+        res["gsm8k_right_answer_model"] = ref = reference_refutations(
+            gsm8k_right_answer_model_steps(GSM8K_MODEL_SOLUTIONS), cfg)
+        print(f"GSM8K model solutions with a right final answer: {ref['solutions_with_a_refuted_step']} of "
+              f"{ref['solutions']} ({100 * ref['rate']:.2f}%) get a step refuted, over {ref['steps']} steps")
         for step, evidence in ref["refuted"]:
             print(f"  {evidence}   <- {step!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
 """The pipeline flow: source -> one task per shard (sample + label + stage) -> commit a version.
 
 Tasks exchange small JSON-able values (paths, ids, config dicts); the heavy objects (models, grader)
-live in :mod:`flows.resources`. A shard whose staged files exist is skipped, so rerunning the same
-config resumes a killed run, and committing is idempotent (see :mod:`storage.store`).
+live in :mod:`flows.resources`. The shard tasks persist their results as JSON and are cached by Prefect
+on config hash + shard id, so rerunning the same config (or ``--resume``) skips finished shards. A
+cached result only counts while the store still holds the shard's output: when it does not (the dataset
+was deleted or moved), the task reruns and overwrites the record. Committing is idempotent (see
+:mod:`storage.store`).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
 from flows import resources
+from flows.config import RunConfig, code_version
 from flows.progress import ProgressEvent, emit
 from flows.shard import (
     RunContext,
@@ -27,9 +32,8 @@ from flows.shard import (
 )
 from rollouts.engines.base import EngineError
 from rollouts.sources import Problem, load_problems
-from steplabel.config import RunConfig
 from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
-from storage.store import ShardStore
+from storage.store import ShardStore, is_local_root, local_path
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
 # Missing or forbidden paths fail the same way on every try.
@@ -47,6 +51,25 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001 - anything else is deterministic
         return False
     return False
+
+
+def shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect cache key of a shard task: task name + config hash + shard id."""
+    config_hash = RunConfig.model_validate(parameters["config"]).hash()
+    return f"{context.task.name}-{config_hash[:16]}-{parameters['shard_id']}"
+
+
+def result_storage_for(out: str) -> Path | None:
+    """Task results of a local dataset live next to it, so they go wherever the dataset goes; a remote
+    dataset uses Prefect's default result storage (``PREFECT_LOCAL_STORAGE_PATH``)."""
+    return Path(local_path(out)) / "prefect-results" if is_local_root(out) else None
+
+
+SHARD_TASK_OPTIONS: dict[str, Any] = {
+    "cache_key_fn": shard_cache_key,
+    "persist_result": True,
+    "result_serializer": "json",
+}
 
 
 def run_id_for(config: RunConfig) -> str:
@@ -71,16 +94,16 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
 
 
 @task(name="label-shard", task_run_name="label-shard-{shard_id}", retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=retry_if_transient)
+      retry_condition_fn=retry_if_transient, **SHARD_TASK_OPTIONS)
 def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str, problems: list[dict[str, str]]) -> dict:
     store = ShardStore(out)
     run_config = RunConfig.model_validate(config)
-    if store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids():
+    # a kill between staging and Prefect's result record leaves the shard staged but uncached
+    deferred = run_config.defers_verification
+    if (store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids()
+            or deferred and store.is_staged(unverified_run(run_id), shard_id)):
         emit(ProgressEvent("shard_skipped", shard_id=shard_id))
-        return {"shard_id": shard_id, "skipped": True}
-    if run_config.defers_verification and store.is_staged(unverified_run(run_id), shard_id):
-        emit(ProgressEvent("shard_skipped", shard_id=shard_id))
-        return {"shard_id": shard_id, "skipped": True, "deferred": True}
+        return {"shard_id": shard_id, "skipped": True, "deferred": deferred}
     plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
     emit(ProgressEvent("shard_started", shard_id=shard_id))
     limit = run_config.orchestration.engine_concurrency_limit
@@ -98,13 +121,13 @@ def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: st
             ),
             verify=not run_config.defers_verification,
         )
-    store.stage(unverified_run(run_id) if run_config.defers_verification else run_id, shard_id, tables)
+    store.stage(unverified_run(run_id) if deferred else run_id, shard_id, tables)
     emit(ProgressEvent("shard_done", shard_id=shard_id, solutions=report.solutions))
     get_run_logger().info(
         "shard %s: %d problems -> %d labelled solutions, %d rejects, %d rollouts, %d tokens",
         shard_id, report.problems, report.solutions, report.rejects, report.rollouts, report.tokens,
     )
-    return {**report.as_dict(), "deferred": run_config.defers_verification}
+    return {**report.as_dict(), "deferred": deferred}
 
 
 def unverified_run(run_id: str) -> str:
@@ -113,7 +136,7 @@ def unverified_run(run_id: str) -> str:
 
 
 @task(name="verify-shard", task_run_name="verify-shard-{shard_id}", retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_if_transient)
+      retry_condition_fn=retry_if_transient, **SHARD_TASK_OPTIONS)
 def verify_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str) -> str:
     """The engine-free finishing stage: sympy (+ hybrid) on a labelled shard, then stage it for the commit.
 
@@ -121,7 +144,7 @@ def verify_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: s
     on Dask workers.
     """
     store = ShardStore(out)
-    if not store.is_staged(run_id, shard_id):
+    if not (store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids()):
         work = unverified_run(run_id)
         labels = verify_table(store.read_staged(work, shard_id, STEP_LABELS), RunConfig.model_validate(config))
         store.stage(run_id, shard_id, {STEP_LABELS: labels, REJECTS: store.read_staged(work, shard_id, REJECTS)})
@@ -151,29 +174,40 @@ def commit_task(out: str, run_id: str, config: dict[str, Any], config_hash: str,
 @flow(name="steplabel-pipeline")
 def pipeline_flow(config: dict[str, Any], out: str, run_id: str | None = None) -> dict[str, Any]:
     """Label the configured problems and commit a version; ``run_id`` None: named by the config's hash."""
-    from steplabel import __version__
-
     started = time.monotonic()
     run_config = RunConfig.model_validate(config)
     run_id = run_id or run_id_for(run_config)
     config_hash = run_config.hash()
     logger = get_run_logger()
-    try:
+    with resources.held():
         problems = [Problem(**p) for p in load_problems_task(out, run_id, config)]
         plans = plan_shards(problems, run_config.shard_size, config_hash)
         emit(ProgressEvent("run_started", shards_total=len(plans)))
+        store = ShardStore(out)
+        committed = store.committed_shard_ids()
+        storage = result_storage_for(out)
+        label, verify = (t.with_options(result_storage=storage) if storage else t
+                         for t in (label_shard_task, verify_shard_task))
         reports, verifying = [], []
         for plan in plans:
-            report = label_shard_task(out, run_id, config, plan.shard_id, [asdict(p) for p in plan.problems])
+            sid = plan.shard_id
+            finished = sid in committed or store.is_staged(run_id, sid)
+            labelled = finished or store.is_staged(unverified_run(run_id), sid)
+            # a cached result counts only while the store holds what the task made
+            state = label.with_options(refresh_cache=not labelled)(
+                out, run_id, config, sid, [asdict(p) for p in plan.problems], return_state=True
+            )
+            report = state.result()
+            if state.name == "Cached":
+                emit(ProgressEvent("shard_skipped", shard_id=sid))
+                report = {**report, "skipped": True}
             reports.append(report)
             if report.get("deferred"):
-                verifying.append(verify_shard_task.submit(out, run_id, config, plan.shard_id))
+                verifying.append(verify.with_options(refresh_cache=not finished).submit(out, run_id, config, sid))
         for future in verifying:
             future.result()  # raises the task's error: nothing is committed half-verified
-        commit = commit_task(out, run_id, config, config_hash, __version__)
-        ShardStore(out).discard_staging(unverified_run(run_id))
-    finally:
-        resources.close_all()
+        commit = commit_task(out, run_id, config, config_hash, code_version())
+        store.discard_staging(unverified_run(run_id))
     logger.info("committed %s (%s) in %.1f s", commit["version"], "new" if commit["created"] else "unchanged", time.monotonic() - started)
     return {
         "run_id": run_id,

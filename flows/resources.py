@@ -1,21 +1,25 @@
 """Long-lived objects a run shares across its shard tasks: engines and the grader.
 
 A model is loaded once per process and reused by every shard; the policy and the completer share one
-engine when their configs are equal. ``close_all`` releases them at the end of a run.
+engine when their configs are equal. Users hold them with :func:`held`; the last holder out closes them,
+so one flow finishing does not pull the model from under another flow in the same process (``serve``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from flows.config import EngineConfig, GradingConfig
 from rollouts.engines.base import Engine
 from rollouts.grading import Grader
-from steplabel.config import EngineConfig, GradingConfig
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _graders: dict[float, Grader] = {}
+_holders = 0
 
 
 def build_engine(config: EngineConfig) -> Engine:
@@ -66,11 +70,26 @@ def grader_for(config: GradingConfig) -> Grader:
         return _graders[config.timeout_s]
 
 
-def close_all() -> None:
+@contextmanager
+def held() -> Iterator[None]:
+    """Keep the shared engines and graders open while any caller in this process holds them."""
+    global _holders
     with _lock:
-        for engine in _engines.values():
-            engine.close()
-        for grader in _graders.values():
-            grader.close()
-        _engines.clear()
-        _graders.clear()
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                _close_all()
+
+
+def _close_all() -> None:
+    """Close every engine and grader (the caller holds ``_lock``)."""
+    for engine in _engines.values():
+        engine.close()
+    for grader in _graders.values():
+        grader.close()
+    _engines.clear()
+    _graders.clear()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from flows.config import RunConfig, code_version
 from labelers.base import SolutionTask, StepLabels, first_false
 from labelers.code_verifier import verify_steps_with_code
 from labelers.consensus import consensus
@@ -33,8 +34,6 @@ from rollouts.sampling import (
     sample_solutions,
 )
 from rollouts.sources import Problem, SourceReject
-from steplabel import __version__
-from steplabel.config import RunConfig
 from storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
 
 
@@ -138,7 +137,7 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
         ),
         "seed": config.seed,
         "config_hash": ctx.config_hash,
-        "code_version": __version__,
+        "code_version": code_version(),
         "created_at": ctx.created_at,
         "rollouts_used": labels.rollouts_used,
         "tokens_generated": sol.tokens + labels.tokens_generated,

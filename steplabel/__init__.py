@@ -1,8 +1,5 @@
 """steplabel: process-supervision data for process reward models."""
 
-from importlib.metadata import PackageNotFoundError, version
+from flows.config import code_version
 
-try:
-    __version__ = version("steplabel")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+local"
+__version__ = code_version()

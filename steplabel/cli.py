@@ -12,12 +12,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from flows.config import ConfigError, load_config, parse_config
 from steplabel.cli_common import console, err_console, fail
 from steplabel.cli_export import export_command, publish_command
 from steplabel.cli_inspect import inspect_command
 from steplabel.cli_report import report_command
 from steplabel.cli_serve import serve_command
-from steplabel.config import ConfigError, load_config, parse_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
 
@@ -207,30 +207,30 @@ def evaluate(
 
     if method not in methods():
         fail(f"--method {method!r}: choose one of {', '.join(methods())}")
-    engine_config = (run_config.judge_engine if method == "judge" else None) or run_config.completer_engine
-    engine = None if method == "sympy" else resources.engine_for(engine_config)
-    grader = resources.grader_for(run_config.grading)
-    report: dict[str, Any] = {"method": method, "files": {}}
-    all_labels: list[int] = []
-    all_predictions: list[int] = []
-    sink = out.open("w", encoding="utf-8") if out else None
-    try:
-        for name, records in files.items():
-            try:
-                predictions = predict_first_errors(records, method, engine, grader, run_config)
-            except (ValueError, RuntimeError) as error:
-                fail(f"{name}: {error}")
-            labels = [int(r["label"]) for r in records]
-            report["files"][name] = processbench_metrics(labels, predictions)
-            all_labels += labels
-            all_predictions += predictions
-            for index, (record, predicted) in enumerate(zip(records, predictions, strict=True)):
-                if sink:
-                    sink.write(json.dumps({"id": record.get("id", f"{name}:{index}"), "label": record["label"], "predicted": predicted}) + "\n")
-    finally:
-        resources.close_all()
-        if sink:
-            sink.close()
+    with resources.held():  # the engine and grader close when evaluation ends
+        engine_config = (run_config.judge_engine if method == "judge" else None) or run_config.completer_engine
+        engine = None if method == "sympy" else resources.engine_for(engine_config)
+        grader = resources.grader_for(run_config.grading)
+        report: dict[str, Any] = {"method": method, "files": {}}
+        all_labels: list[int] = []
+        all_predictions: list[int] = []
+        sink = out.open("w", encoding="utf-8") if out else None
+        try:
+            for name, records in files.items():
+                try:
+                    predictions = predict_first_errors(records, method, engine, grader, run_config)
+                except (ValueError, RuntimeError) as error:
+                    fail(f"{name}: {error}")
+                labels = [int(r["label"]) for r in records]
+                report["files"][name] = processbench_metrics(labels, predictions)
+                all_labels += labels
+                all_predictions += predictions
+                for index, (record, predicted) in enumerate(zip(records, predictions, strict=True)):
+                    if sink:
+                        sink.write(json.dumps({"id": record.get("id", f"{name}:{index}"), "label": record["label"], "predicted": predicted}) + "\n")
+        finally:
+            if sink:
+                sink.close()
     report["overall"] = processbench_metrics(all_labels, all_predictions)
     if as_json:
         sys.stdout.write(json.dumps(_nan_to_none(report)) + "\n")

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from flows.config import ConfigError, RunConfig, load_config
 from steplabel.cli_common import fail
-from steplabel.config import ConfigError, RunConfig, load_config
 
 
 def check_cron(expression: str) -> str:

@@ -150,7 +150,7 @@ def predict_first_errors(
     hybrid_config: HybridConfig | None = None,
     mc_method: str | None = None,
 ) -> list[int | None]:
-    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`steplabel.config.RunConfig`).
+    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`flows.config.RunConfig`).
 
     MC labelers: ``config.labeler`` is used when its name matches ``method``, else that labeler's
     defaults. Prompts, step joining, rollout sampling and the seed come from ``config``. Each record

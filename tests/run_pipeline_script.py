@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from flows import resources
+    from flows.config import load_config
     from flows.pipeline import pipeline_flow, run_id_for
-    from steplabel.config import load_config
     from tests.scripted_engine import ScriptedEngine
 
     config = load_config(args.config)

@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from flows.config import load_config
 from flows.pipeline import pipeline_flow, run_id_for
 from steplabel.cli_serve import check_cron, deployment_name, serve_command
-from steplabel.config import load_config
 
 CONFIG = {
     "name": "nightly",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.config import parse_config
 from steplabel.cli_serve import check_cron
-from steplabel.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO / "deploy" / "prefect.yaml"

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
+from flows.config import parse_config
 from labelers.hybrid_config import HybridConfig
 from labelers.judge_config import JudgeConfig
 from rollouts.engines.base import GenerationRequest, derive_seed
-from steplabel.config import parse_config
 from steplabel.evaluate import (
     BenchmarkError,
     load_benchmark,

@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from factories import make_reject_rows, make_step_label_rows  # noqa: E402
 
+from flows.config import RunConfig, parse_config  # noqa: E402
 from rollouts.builtin_problems import generate_problems  # noqa: E402
 from rollouts.sources import load_problems  # noqa: E402
-from steplabel.config import RunConfig, parse_config  # noqa: E402
 from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
 from storage.store import FsspecFS, ShardStore  # noqa: E402
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 import flows.shard
 from flows import resources
-from flows.pipeline import pipeline_flow, run_id_for
+from flows.config import RunConfig, parse_config
+from flows.pipeline import label_shard_task, pipeline_flow, run_id_for, verify_shard_task
 from rollouts.builtin_problems import generate_problems
 from rollouts.engines.base import GenerationRequest
 from steplabel.cli import app
-from steplabel.config import RunConfig, parse_config
 from storage.store import ShardStore
 from tests.scripted_engine import ScriptedEngine
 
@@ -64,6 +66,38 @@ def test_flow_commits_a_version_and_rerun_adds_nothing(prefect_harness, scripted
     again = run(CONFIG, tmp_path)
     assert again["created"] is False and again["version"] == "v0001"
     assert store.versions() == ["v0001"] and store.read("step_labels").height == labels.height
+
+
+def test_rerun_is_served_from_prefect_cache_with_json_results(prefect_harness, scripted, tmp_path, monkeypatch):
+    first = run(CONFIG, tmp_path)
+    calls = len(scripted.calls)
+    records = sorted((tmp_path / "prefect-results").iterdir())
+    assert [r.name.split("-")[0] for r in records].count("label") == first["shards"]
+    report = json.loads(json.loads(records[0].read_text())["result"])
+    assert report["shard_id"] in records[0].name and report["problems"] == 2 and "rollouts" in report
+    for cached_task in (label_shard_task, verify_shard_task):
+
+        @functools.wraps(cached_task.fn)  # keeps the signature Prefect binds parameters with
+        def must_not_run(*args, **kwargs):
+            raise AssertionError("a cached shard task ran")
+
+        monkeypatch.setattr(cached_task, "fn", must_not_run)
+    again = run(CONFIG, tmp_path)
+    assert len(scripted.calls) == calls
+    assert again["shards_skipped"] == first["shards"] and again["version"] == "v0001" and not again["created"]
+
+
+def test_cache_is_ignored_when_the_dataset_lost_the_shards(prefect_harness, scripted, tmp_path):
+    """A deleted dataset must be rebuilt, not "skipped" from stale cache records."""
+    run(CONFIG, tmp_path)
+    rows = ShardStore(tmp_path).read("step_labels").height
+    for child in tmp_path.iterdir():
+        if child.name != "prefect-results":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    calls = len(scripted.calls)
+    rebuilt = run(CONFIG, tmp_path)
+    assert len(scripted.calls) > calls and rebuilt["shards_skipped"] == 0 and rebuilt["created"]
+    assert ShardStore(tmp_path).read("step_labels").height == rows
 
 
 def test_crash_mid_run_resumes_to_the_same_rows(prefect_harness, scripted, tmp_path, monkeypatch):

@@ -24,8 +24,8 @@ def llama_engine():
 
 
 def test_llama_cpp_engine_generates_reproducibly(llama_engine):
+    from flows.config import FEWSHOT_STEPS_TEMPLATE
     from rollouts.engines.base import GenerationRequest
-    from steplabel.config import FEWSHOT_STEPS_TEMPLATE
 
     prompt = FEWSHOT_STEPS_TEMPLATE.replace("{question}", "Mia has 4 apples and buys 3 more. How many apples does she have?")
     request = GenerationRequest(prompt, n=2, max_tokens=48, temperature=0.8, top_p=1.0, stop=("\n\n", "\nQuestion:"), seed=11)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.verifiers import gsm8k_reference_steps, reference_refutations
+from benchmarks.verifiers import (
+    GSM8K_MODEL_SOLUTIONS,
+    gsm8k_reference_steps,
+    gsm8k_right_answer_model_steps,
+    reference_refutations,
+)
 from labelers.sympy_verifier import verify_step
 from labelers.sympy_verifier_config import SympyVerifierConfig
 
@@ -20,6 +25,15 @@ def test_reference_solutions_are_almost_never_refuted():
     assert result["solutions"] == 1319
     # Measured: 4 of 1319, each a literally false chain in the reference text (e.g. "$32 - $20 = $300").
     assert result["rate"] <= 0.005, result["refuted"]
+
+
+@pytest.mark.skipif(not GSM8K_MODEL_SOLUTIONS.exists(), reason="../shared/data is not present")
+def test_model_solutions_with_a_right_answer_are_rarely_refuted():
+    result = reference_refutations(gsm8k_right_answer_model_steps(GSM8K_MODEL_SOLUTIONS), SympyVerifierConfig())
+    assert result["solutions"] == 2001
+    # Measured: 13 of 2001, every one false as written (e.g. "$4.20 + $9.45 + $1.35 = $14.99").
+    assert result["rate"] <= 0.01, result["refuted"]
+    assert any("5-3=2.5 minutes" in step for step, _ in result["refuted"])
 
 
 @pytest.mark.parametrize(

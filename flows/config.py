@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +26,15 @@ from labelers.omegaprm_config import OmegaPRMConfig
 from labelers.rpe_config import RPEConfig
 from labelers.scan_config import ScanConfig
 from labelers.sympy_verifier_config import SympyVerifierConfig
+
+
+@cache
+def code_version() -> str:
+    """The installed steplabel version, recorded on every row and manifest of a run."""
+    try:
+        return version("steplabel")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "0.0.0+local"
 
 
 class Strict(BaseModel):
