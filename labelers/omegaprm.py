@@ -7,12 +7,14 @@ Formulas and defaults: :mod:`labelers.omegaprm_config`. One ``label(task)`` call
   the search keeps ``lo`` (longest prefix known to succeed, the question at first) and ``hi`` (shortest
   prefix known to fail), rolling out k times from the middle prefix until ``hi = lo + 1``: the first
   error is step ``hi - 1`` (0-based). At most ``ceil(log2 M)`` MC estimates for an M-step solution.
-* ``tree``: the tree is rooted at the solution's question. The root is estimated with ``filter_k``
-  rollouts (the question filter: all right or all wrong stops the tree there); the solution is the first
-  searched rollout; then wrong-answer rollouts of states with 0 < MC < 1 form the candidate pool and the
-  search pops ``argmax Q + U`` until the search limit, the rollout budget or an empty pool. Rollout texts
-  are cut into steps with ``step_format`` (see :class:`OmegaPRMConfig`). Every state created by a search is
-  kept; states before the first error are good, the error state has MC = 0.
+* ``tree``: one tree per question, shared by all of its solutions (as in the paper, where the solutions
+  are rollouts from the question). The root is estimated once, with ``filter_k`` rollouts (the question
+  filter: all right or all wrong stops the tree there); each solution is then searched as a rollout of
+  the root; wrong-answer rollouts of states with 0 < MC < 1 form the question's candidate pool and the
+  search pops ``argmax Q + U`` until the question's search limit, its rollout budget or an empty pool.
+  A state estimated for one solution is reused by its siblings. Rollout texts are cut into steps with
+  ``step_format`` (see :class:`OmegaPRMConfig`). Every state created by a search is kept; states before
+  the first error are good, the error state has MC = 0.
 
 Differences from public code, on purpose (ALGORITHMS.md 2.7): a selected (state, rollout) leaves the pool
 for good (openr PR #98); N(s) of the selected state is incremented; answers are graded by the driver's
@@ -26,8 +28,12 @@ after the first error are labelled bad with MC 0 and no rollouts (``mc_total`` 0
 MC = 0 makes every longer prefix fail. ``mc_correct`` / ``mc_total`` hold the real counts only where a
 prefix was estimated (the last step: its own graded final answer, 1 sample), 0 elsewhere.
 
-``StepLabels.extra``: ``paths`` (every searched path: {steps, labels, mc, soft}), ``pairs`` (pairwise
-mode), ``searches``, ``states``, ``root_mc``, ``question_filtered`` (tree mode).
+Cost: ``rollouts_used`` / ``tokens_generated`` of a solution count the rollouts its own queries spent
+(the root estimate goes to the solution that issued it), so a question's rows sum to what it cost.
+
+``StepLabels.extra``: ``paths`` (the paths this solution searched: {steps, labels, mc, soft}),
+``searches`` (its own), ``states`` (of the tree when it finished), ``root_mc``, ``question_filtered``
+(tree mode), ``pairs`` (pairwise mode: the question's whole tree, on the solution that finished last).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class State:
     correct: int = 0
     total: int = 0
     estimated: bool = False  # MC known (rolled out, or a graded complete rollout)
+    in_flight: bool = False  # a solution's query for it is out: siblings wait instead of asking again
     rollouts: tuple[str, ...] = ()
     flags: tuple[bool, ...] = ()
     children: list[State] = field(default_factory=list)
@@ -74,6 +81,14 @@ class State:
             out.append(node)
             node = node.parent
         return out[::-1]
+
+
+@dataclass
+class Spent:
+    """Rollouts and tokens one solution's own queries cost (a shared tree's counters are the question's)."""
+
+    rollouts: int = 0
+    tokens: int = 0
 
 
 @dataclass(eq=False)
@@ -96,11 +111,16 @@ class OmegaTree:
         self.rollouts = 0
         self.tokens = 0
         self.searches = 0
+        self.filtered = False  # the question filter dropped this question
 
     # ---------------------------------------------------------------- statistics
 
-    def record(self, state: State, outcome: RolloutOutcome, *, pool: bool) -> None:
-        """Add an MC estimate to ``state``: N += 1, counts, and its wrong rollouts to the pool if 0 < MC < 1."""
+    def record(self, state: State, outcome: RolloutOutcome, *, pool: bool, spent: Spent | None = None) -> None:
+        """Add an MC estimate to ``state``: N += 1, counts, and its wrong rollouts to the pool if 0 < MC < 1.
+        ``spent``: the solution whose query this was, charged for it."""
+        if spent is not None:
+            spent.rollouts += outcome.total
+            spent.tokens += outcome.tokens
         state.visits += 1
         state.correct += outcome.correct
         state.total += outcome.total
@@ -143,7 +163,7 @@ class OmegaTree:
 
     # ---------------------------------------------------------------- the binary search
 
-    def binary_search(self, start: State, rollout: tuple[str, ...], *, pool: bool) -> Search:
+    def binary_search(self, start: State, rollout: tuple[str, ...], *, pool: bool, spent: Spent) -> Search:
         """First error of ``start.steps + rollout``, a complete rollout with a wrong final answer.
 
         Yields one query per MC estimate; returns the searched path: the good states from the root to
@@ -156,9 +176,16 @@ class OmegaTree:
         while hi - lo > 1:
             mid = (lo + hi) // 2
             state = self.child(start.steps + rollout[:mid], parent)
-            if not state.estimated:
-                outcomes = yield [RolloutQuery(steps=state.steps, k=self.config.k)]
-                self.record(state, outcomes[0], pool=pool)
+            while not state.estimated:
+                if state.in_flight:
+                    yield []  # a sibling solution is estimating this prefix
+                    continue
+                state.in_flight = True
+                try:
+                    outcomes = yield [RolloutQuery(steps=state.steps, k=self.config.k)]
+                finally:  # also when stopped by an engine failure: a sibling may take over
+                    state.in_flight = False
+                self.record(state, outcomes[0], pool=pool, spent=spent)
             if state.mc > self.config.mc_threshold:
                 lo, parent = mid, state
             else:
@@ -185,29 +212,67 @@ class OmegaPRMLabeler:
         self.config = config
         self.step_format = config.step_format or step_format or "step_pattern"
         self.chunk_words = chunk_words if (config.step_format is None and chunk_words) else config.chunk_words
+        # tree mode: problem_id -> its tree, the solutions still working on it, and who estimates the root
+        self._trees: dict[str, OmegaTree] = {}
+        self._working: dict[str, int] = {}
+        self._root_issuer: dict[str, str] = {}
 
     def split(self, text: str) -> tuple[str, ...]:
         return tuple(split_steps(text, self.step_format, self.chunk_words))
 
     def label(self, task: SolutionTask) -> LabelerRun:
+        if self.config.mode != "tree":
+            return (yield from self._label(task, OmegaTree(self.config)))
+        pid = task.problem_id
+        tree = self._trees.setdefault(pid, OmegaTree(self.config))
+        self._working[pid] = self._working.get(pid, 0) + 1
+        try:
+            labels = yield from self._label(task, tree)
+        finally:
+            self._working[pid] -= 1
+            last = self._working[pid] == 0
+            if last:  # the question is done: free its tree
+                del self._working[pid], self._trees[pid]
+        if self.config.label_mode == "pairwise" and last:
+            labels.extra["pairs"] = pairs(tree)
+        return labels
+
+    def _estimate_root(self, task: SolutionTask, tree: OmegaTree, spent: Spent) -> LabelerRun:
+        """The question filter's root estimate, once per question: siblings wait while one issues it."""
         config = self.config
-        tree = OmegaTree(config)
+        pid = task.problem_id
+        while not tree.root.estimated:
+            if pid in self._root_issuer:
+                yield []  # a sibling's root query is in flight
+                continue
+            self._root_issuer[pid] = task.solution_id
+            try:
+                outcomes = yield [RolloutQuery(steps=(), k=config.filter_k or config.k)]
+            finally:  # also when stopped by an engine failure: a sibling takes over
+                del self._root_issuer[pid]
+            tree.filtered = config.filter_k > 0 and outcomes[0].correct in (0, outcomes[0].total)
+            tree.record(tree.root, outcomes[0], pool=not tree.filtered, spent=spent)
+
+    def _label(self, task: SolutionTask, tree: OmegaTree) -> LabelerRun:
+        config = self.config
         tree_mode = config.mode == "tree"
-        filtered = False
+        spent = Spent()
+        searches = 0
         if tree_mode:
-            root_k = config.filter_k or config.k
-            outcomes = yield [RolloutQuery(steps=(), k=root_k)]
-            filtered = config.filter_k > 0 and outcomes[0].correct in (0, outcomes[0].total)
-            tree.record(tree.root, outcomes[0], pool=not filtered)
+            yield from self._estimate_root(task, tree, spent)
+        filtered = tree.filtered
 
         paths: list[dict[str, object]] = []
-        # The solution: the first searched rollout (a correct one is a good leaf, nothing to search).
+        # The solution: a searched rollout of the root (a correct one is a good leaf, nothing to search).
         if task.final_correct or filtered:  # correct: a good leaf; filtered: the question is dropped anyway
             end = tree.child(task.steps, tree.root)
-            end.correct, end.total, end.estimated = int(task.final_correct), 1, True
+            if not end.estimated:
+                end.correct, end.total, end.estimated = int(task.final_correct), 1, True
             solution_path = [tree.root, end]
         else:
-            solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode and not filtered)
+            solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode and not filtered,
+                                                          spent=spent)
+            searches += 1
             paths.append(self._path(solution_path))
 
         if tree_mode and not filtered:
@@ -220,18 +285,15 @@ class OmegaPRMLabeler:
                 rollout = self.split(candidate.text)
                 if not rollout:
                     continue
-                path = yield from tree.binary_search(candidate.state, rollout, pool=True)
+                path = yield from tree.binary_search(candidate.state, rollout, pool=True, spent=spent)
+                searches += 1
                 paths.append(self._path(path))
 
-        labels = self._solution_labels(task, tree, solution_path)
-        labels.extra = {
-            "paths": paths,
-            "searches": tree.searches,
-            "states": len(tree.by_steps),
-        }
+        labels = self._solution_labels(task, tree, solution_path, spent)
+        labels.extra = {"paths": paths, "searches": searches, "states": len(tree.by_steps)}
         if tree_mode:
             labels.extra.update(root_mc=tree.root.mc, question_filtered=filtered)
-        if config.label_mode == "pairwise":
+        elif config.label_mode == "pairwise":
             labels.extra["pairs"] = pairs(tree)
         return labels
 
@@ -249,7 +311,7 @@ class OmegaPRMLabeler:
             "soft": [self._soft(value) for value in mc],
         }
 
-    def _solution_labels(self, task: SolutionTask, tree: OmegaTree, path: list[State]) -> StepLabels:
+    def _solution_labels(self, task: SolutionTask, tree: OmegaTree, path: list[State], spent: Spent) -> StepLabels:
         n = len(task.steps)
         error_index = -1 if task.final_correct else len(path[-1].steps) - 1
         owners = path_mc(path, n)
@@ -276,8 +338,8 @@ class OmegaPRMLabeler:
             mc_total=mc_total,
             soft_labels=[self._soft(v) for v in mc_scores],
             first_error=error_index,
-            rollouts_used=tree.rollouts,
-            tokens_generated=tree.tokens,
+            rollouts_used=spent.rollouts,
+            tokens_generated=spent.tokens,
         )
 
 

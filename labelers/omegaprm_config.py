@@ -34,8 +34,8 @@ class OmegaPRMConfig(BaseModel):
     name: Literal["omegaprm"] = "omegaprm"
     mode: Literal["binary_search", "tree"] = Field(
         "binary_search",
-        description="binary_search: only the solution's own first error (cheap); tree: the full OmegaPRM search "
-        "rooted at the solution's question, the solution being the first searched rollout",
+        description="binary_search: only the solution's own first error (cheap); tree: the full OmegaPRM search, "
+        "one tree per question shared by its solutions, each solution a searched rollout of the root",
     )
     k: int = Field(8, ge=1, description="rollouts per MC estimate (paper: 8)")
     mc_threshold: float = Field(
@@ -48,9 +48,9 @@ class OmegaPRMConfig(BaseModel):
     beta: float = Field(0.9, gt=0, le=1)
     length_scale: float = Field(500.0, gt=0, description="L of Eq. 2, in words of the rollout text")
     c_puct: float = Field(0.125, ge=0, description="U = c_puct * sqrt(sum N) / (1 + N)")
-    search_limit: int = Field(100, ge=1, description="searches per tree (paper: 100 per question)")
+    search_limit: int = Field(100, ge=1, description="searches per question's tree (paper: 100)")
     rollout_budget: int | None = Field(
-        None, ge=1, description="stop starting new searches once this many rollouts were spent (None: no cap)"
+        None, ge=1, description="stop starting new searches once a question's tree has spent this many rollouts (None: no cap)"
     )
     filter_k: int = Field(32, ge=0, description="tree mode: root rollouts for the question filter (0: no filter)")
     step_format: Literal["step_pattern", "blank_line", "token_chunks"] | None = Field(

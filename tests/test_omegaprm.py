@@ -190,3 +190,28 @@ def test_mc_threshold_treats_lucky_wrong_prefixes_as_failures():
     robust = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=8, mc_threshold=0.25))).labels["s1"]
     assert robust.first_error == 1  # 1/8 at prefixes 4 and 2 is under 0.25: both count as failed
     assert robust.labels == [True] + [False] * 7
+
+
+def test_one_tree_per_question_shared_by_its_solutions():
+    """The root is estimated once per question; siblings reuse states, share the search limit, and each
+    pays only for its own queries."""
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=4, label_mode="pairwise")
+    engine = ScriptedEngine(tree_script)
+    same_steps = make_task("a", n_steps=4, final_correct=False)
+    tasks = [same_steps, make_task("b", n_steps=4, final_correct=False), make_task("c", n_steps=2, final_correct=True)]
+    other_question = SolutionTask("d", "p2", "What is 1 + 4?", "5", same_steps.steps, False)
+    labeler = OmegaPRMLabeler(config, step_format="step_pattern")
+    result = driver_for(engine).run([*tasks, other_question], labeler)
+    labels = result.labels
+    root_queries = [r for call in engine.calls for r in call if steps_in_prompt(r) == 0]
+    assert len(root_queries) == 2  # one per question, not one per solution
+    assert {labels[s].extra["root_mc"] for s in "abc"} == {0.25}
+    # b has a's steps: every prefix it needs was estimated for a, so its search costs nothing
+    assert labels["b"].first_error == labels["a"].first_error == 2 and labels["b"].rollouts_used == 0
+    assert sum(labels[s].extra["searches"] for s in "abc") == config.search_limit
+    assert sum(labels[s].rollouts_used for s in "abcd") == engine.samples  # every rollout paid for once
+    assert sum(labels[s].tokens_generated for s in "abcd") == sum(
+        len(c.split()) for call in engine.calls for r in call for c in [tree_script(r, i) for i in range(r.n)])
+    holders = [s for s in "abc" if "pairs" in labels[s].extra]  # the whole tree, once, on the last to finish
+    assert len(holders) == 1 and labels[holders[0]].extra["pairs"]
+    assert labeler._trees == {}  # freed when its last solution finished
