@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from flows.config import RunConfig, code_version
 from labelers.base import SolutionTask, StepLabels, first_false
-from labelers.code_verifier import verify_steps_with_code
+from labelers.code_verifier import CodeVerdict, verify_steps_with_code
 from labelers.consensus import consensus
 from labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from labelers.hybrid import combine
@@ -120,6 +120,7 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
         "tool_verdicts": None,
         "tool_evidence": None,
         "tool_first_error": None,
+        "tool_checks": None,
         "judge_first_error": None,
         "judge_rationale": None,
         "consensus": None,
@@ -172,6 +173,7 @@ def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) 
             row["tokens_generated"] += code_verdict.tokens
             verdicts[index] = code_verdict.verdict
             evidence[index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
+        row["tool_checks"] = json.dumps([code_check_record(i, v) for i, v in zip(unknown, coded, strict=True)])
     row["tool_verdicts"] = verdicts
     row["tool_evidence"] = evidence
     row["tool_first_error"] = first_false([verdict != "refuted" for verdict in verdicts])
@@ -179,6 +181,25 @@ def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) 
         row["labels"], row["first_error"] = combine(row["mc_scores"], verdicts, settings.hybrid)
         # A step the tools made bad cannot keep a high soft target.
         row["soft_labels"] = [soft if good else 0.0 for soft, good in zip(row["soft_labels"], row["labels"], strict=True)]
+
+
+CHECK_OUTPUT_CHARS = 2000  # of each sandbox stream kept per check: the end, where the error is
+
+
+def code_check_record(step: int, checked: CodeVerdict) -> dict:
+    """What a code check did, for ``tool_checks``: the model's code and what the sandbox made of it."""
+    sandbox = checked.sandbox
+    return {
+        "step": step,
+        "verdict": checked.verdict,
+        "evidence": checked.evidence,
+        "code": checked.code,
+        "status": sandbox.status if sandbox else None,
+        "exit_code": sandbox.exit_code if sandbox else None,
+        "stdout": sandbox.stdout[-CHECK_OUTPUT_CHARS:] if sandbox else None,
+        "stderr": sandbox.stderr[-CHECK_OUTPUT_CHARS:] if sandbox else None,
+        "wall_s": round(sandbox.wall_s, 3) if sandbox else None,
+    }
 
 
 PER_STEP_COLUMNS = ("completions", "labels", "mc_scores", "mc_correct", "mc_total", "soft_labels",
@@ -192,6 +213,8 @@ def truncate_steps(row: dict, n_steps: int) -> None:
             row[column] = row[column][:n_steps]
     if row.get("tool_first_error") is not None and row["tool_first_error"] >= n_steps:
         row["tool_first_error"] = -1
+    if row.get("tool_checks"):
+        row["tool_checks"] = json.dumps([c for c in json.loads(row["tool_checks"]) if c["step"] < n_steps])
 
 
 def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:

@@ -81,7 +81,7 @@ class JudgeVerdict:
     votes: dict[int, int]  # valid index -> number of samples
     unparsable: int  # samples without a valid index (unparsable + out_of_range)
     agreement: float  # winning votes / all samples
-    rationale: str  # text of the first sample that voted for the winner, truncated
+    rationale: str  # text of the first sample that voted for the winner (no winner: the first sample), truncated
     samples: int = 0
     tokens: int = 0
     parses: tuple[JudgeParse, ...] = field(default=(), repr=False)
@@ -213,8 +213,9 @@ def majority_vote(
     votes = Counter(p.first_error for p in parses if p.status == "ok" and p.first_error is not None)
     invalid = len(parses) - sum(votes.values())
     ordered = dict(sorted(votes.items()))
-    if not votes:
-        return JudgeVerdict(None, ordered, invalid, 0.0, "", samples=len(parses), parses=tuple(parses))
+    if not votes:  # keep what came back, so an unparsable judgement can be read, not just counted
+        raw = texts[0][:max_rationale_chars] if texts else ""
+        return JudgeVerdict(None, ordered, invalid, 0.0, raw, samples=len(parses), parses=tuple(parses))
     winner, count = min(votes.items(), key=_tie_key)
     rationale = ""
     if texts is not None:

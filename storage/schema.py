@@ -31,6 +31,7 @@ STEP_LABELS_SCHEMA = pa.schema(
         ("tool_verdicts", pa.list_(pa.string())),
         ("tool_evidence", pa.list_(pa.string())),  # the failing claim of each refuted step, else null
         ("tool_first_error", pa.int32()),
+        ("tool_checks", pa.string()),  # JSON: each sandboxed code check (step, verdict, code, sandbox output)
         ("judge_first_error", pa.int32()),
         ("judge_rationale", pa.string()),
         ("consensus", pa.bool_()),

@@ -129,7 +129,8 @@ def test_majority_vote_ties(parses, winner):
 
 def test_majority_vote_all_unparsable_and_truncation():
     v = majority_vote([BAD, OUT], ["a", "b"])
-    assert v.first_error is None and v.votes == {} and v.unparsable == 2 and v.agreement == 0.0 and v.rationale == ""
+    assert v.first_error is None and v.votes == {} and v.unparsable == 2 and v.agreement == 0.0
+    assert v.rationale == "a"  # nothing parsed: the first sample's text is kept for inspection, not guessed from
     assert majority_vote([ok(1)], ["x" * 5000]).rationale == "x" * 4000
     assert majority_vote([ok(1)], ["abcdef"], max_rationale_chars=3).rationale == "abc"
     with pytest.raises(ValueError):

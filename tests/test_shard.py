@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from flows.config import parse_config
@@ -123,6 +124,24 @@ def test_code_checks_fill_steps_sympy_left_unknown():
     # Step 0 "2 + 3 = 5." is verified by sympy; step 1 "So 5 apples." has no claim, so the code check decides.
     assert row["tool_verdicts"] == ["verified", "refuted"] and row["tool_first_error"] == 1
     assert "AssertionError" in row["tool_evidence"][1]
+    [check] = json.loads(row["tool_checks"])  # only step 1 needed code; its code and sandbox output are kept
+    assert check["step"] == 1 and check["verdict"] == "refuted" and check["code"] == "assert 1 == 2"
+    assert check["status"] == "error" and check["exit_code"] != 0 and "AssertionError" in check["stderr"]
+
+
+def test_an_unparsable_judgement_is_rejected_with_its_raw_output():
+    def mumbling_judge(request: GenerationRequest, index: int) -> str:
+        return "Hmm, hard to say." if "<paragraph_0>" in request.prompt else script(request, index)
+
+    config = CONFIG.model_copy(update={"judge": parse_config({"judge": {}}).judge})
+    engine = ScriptedEngine(mumbling_judge)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS), config, RunContext.now("run-x", config.hash()),
+                                policy=engine, completer=engine, grader=grader, judge=engine)
+    assert tables["step_labels"].num_rows == 0  # nothing guessed: no judged row without a judgement
+    judged = [r for r in tables["rejects"].to_pylist() if r["stage"] == "judge"]
+    assert len(judged) == 6 and all("unparsable" in r["detail"] for r in judged)
+    assert all(json.loads(r["payload"])["judge_rationale"] == "Hmm, hard to say." for r in judged)
 
 
 def test_consensus_truncation_cuts_every_per_step_column():
