@@ -261,7 +261,9 @@ def judge_and_filter(
             _reject_row(ctx, shard_id, item_id=row["solution_id"], problem_id=row["problem_id"],
                         solution_id=row["solution_id"], stage="judge", reason=reason, detail=detail,
                         payload=json.dumps({"steps": row["completions"], "labels": row["labels"],
-                                            "judge_rationale": row["judge_rationale"]}),
+                                            "judge_rationale": row["judge_rationale"],
+                                            "tool_verdicts": row["tool_verdicts"],
+                                            "tool_checks": json.loads(row["tool_checks"] or "null")}),
                         tokens=row["tokens_generated"], rollouts=row["rollouts_used"])
         )
     return kept, rejected

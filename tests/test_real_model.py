@@ -60,3 +60,42 @@ def test_cli_run_on_the_real_model(prefect_harness, llama_engine, tmp_path, monk
         assert len(row["completions"]) == len(row["labels"]) == len(row["mc_scores"])
         assert row["rollouts_used"] == 2 * (len(row["completions"]) - 1)
         assert row["tokens_generated"] > 0
+
+
+def test_judge_and_code_checks_on_the_real_model(prefect_harness, llama_engine, tmp_path, monkeypatch):
+    """With a model too weak to follow the judge and code-check instructions, every solution still ends
+    labelled or rejected with the model's raw output kept; no verdict is guessed."""
+    from flows import resources
+
+    monkeypatch.setattr(resources, "build_engine", lambda config: llama_engine)
+    monkeypatch.setattr(llama_engine, "close", lambda: None)
+    config = tmp_path / "checks.yaml"
+    config.write_text(json.dumps({
+        "source": {"kind": "builtin", "num_problems": 2},
+        "sampling": {"num_solutions": 2, "max_tokens": 96},
+        "rollout": {"max_tokens": 48},
+        "labeler": {"name": "omegaprm", "k": 2},
+        "policy": {"kind": "llama_cpp", "n_ctx": 2048},
+        "verification": {"sympy": {}, "code": {"max_tokens": 48}},
+        "judge": {"critic": {"max_tokens": 48}},
+    }))
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    store = ShardStore(tmp_path / "d")
+    labels, rejects = store.read("step_labels"), store.read("rejects")
+    judged_out = rejects.filter(stage="judge")
+    assert labels.height + rejects.height == 4
+    for row in labels.iter_rows(named=True):  # kept: the judge gave an index and it agreed with MC
+        assert row["consensus"] is True and row["judge_first_error"] == row["first_error"]
+    for row in judged_out.iter_rows(named=True):
+        assert row["reason"] in {"consensus_disagree", "judge_unparsable"}, row["reason"]
+        assert json.loads(row["payload"])["judge_rationale"].strip()  # what the judge wrote is kept
+    checked_rows = [json.loads(r) for r in labels["tool_checks"].to_list() if r]
+    checked_rows += [json.loads(p)["tool_checks"] or [] for p in judged_out["payload"]]  # kept with the reject
+    checks = [c for row in checked_rows for c in row]
+    assert checks, "sympy leaves the model's prose steps unknown, so code checks must have run"
+    for check in checks:
+        assert check["verdict"] in {"verified", "refuted", "unknown"}
+        assert (check["code"] is None) == (check["status"] is None)  # no code: nothing ran, and it says why
+        if check["code"] is None:
+            assert check["evidence"] == "no python block in the model output"
