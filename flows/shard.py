@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from flows.config import RunConfig, code_version
 from labelers.base import SolutionTask, StepLabels, first_false
-from labelers.code_verifier import CodeVerdict, verify_steps_with_code
+from labelers.code_verifier import CodeVerdict, code_check_run
 from labelers.consensus import consensus
 from labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from labelers.hybrid import combine
@@ -154,33 +154,44 @@ def filter_reason(labels: StepLabels) -> str | None:
     return None
 
 
-def verify_row(row: dict, config: RunConfig, code_engine: Engine | None = None) -> None:
-    """Tool verification of one labelled row: sympy verdicts per step, then (if configured) sandboxed
-    model-written code checks for the steps sympy left unknown; optionally merged into the labels."""
+def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None = None,
+                on_wave: Callable[[WaveStats], None] | None = None) -> None:
+    """Tool verification of labelled rows: sympy verdicts per step, then (if configured) sandboxed
+    model-written code checks for the steps sympy left unknown, every row's checks in one wave of the
+    driver; optionally merged into the labels."""
     settings = config.verification
     if settings.sympy is None and settings.code is None:
         return
-    n_steps = len(row["completions"])
-    verdicts: list[str] = ["unknown"] * n_steps
-    evidence: list[str | None] = [None] * n_steps
-    if settings.sympy is not None:
-        checked = verify_solution(row["completions"], settings.sympy)
-        verdicts, evidence = list(checked.verdicts), list(checked.evidence)
-    unknown = [index for index, verdict in enumerate(verdicts) if verdict == "unknown"]
-    if settings.code is not None and code_engine is not None and unknown:
-        coded = verify_steps_with_code(code_engine, row["prompt"], row["completions"], settings.code, indices=unknown)
-        for index, code_verdict in zip(unknown, coded, strict=True):
+    to_code: dict[str, list[int]] = {}
+    for row in rows:
+        n_steps = len(row["completions"])
+        verdicts: list[str] = ["unknown"] * n_steps
+        evidence: list[str | None] = [None] * n_steps
+        if settings.sympy is not None:
+            checked = verify_solution(row["completions"], settings.sympy)
+            verdicts, evidence = list(checked.verdicts), list(checked.evidence)
+        row["tool_verdicts"], row["tool_evidence"] = verdicts, evidence
+        unknown = [index for index, verdict in enumerate(verdicts) if verdict == "unknown"]
+        if settings.code is not None and code_engine is not None and unknown:
+            to_code[row["solution_id"]] = unknown
+    by_id = {row["solution_id"]: row for row in rows}
+    checks = {sid: code_check_run(by_id[sid]["prompt"], by_id[sid]["completions"], settings.code, indices=steps)
+              for sid, steps in to_code.items()}
+    coded = WaveDriver(code_engine, on_wave=on_wave).run_checks(checks).labels if checks and code_engine else {}
+    for sid, steps in to_code.items():
+        row = by_id[sid]
+        for index, code_verdict in zip(steps, coded[sid], strict=True):
             row["tokens_generated"] += code_verdict.tokens
-            verdicts[index] = code_verdict.verdict
-            evidence[index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
-        row["tool_checks"] = json.dumps([code_check_record(i, v) for i, v in zip(unknown, coded, strict=True)])
-    row["tool_verdicts"] = verdicts
-    row["tool_evidence"] = evidence
-    row["tool_first_error"] = first_false([verdict != "refuted" for verdict in verdicts])
-    if settings.hybrid is not None:
-        row["labels"], row["first_error"] = combine(row["mc_scores"], verdicts, settings.hybrid)
-        # A step the tools made bad cannot keep a high soft target.
-        row["soft_labels"] = [soft if good else 0.0 for soft, good in zip(row["soft_labels"], row["labels"], strict=True)]
+            row["tool_verdicts"][index] = code_verdict.verdict
+            row["tool_evidence"][index] = code_verdict.evidence if code_verdict.verdict == "refuted" else None
+        row["tool_checks"] = json.dumps([code_check_record(i, v) for i, v in zip(steps, coded[sid], strict=True)])
+    for row in rows:
+        row["tool_first_error"] = first_false([verdict != "refuted" for verdict in row["tool_verdicts"]])
+        if settings.hybrid is not None:
+            row["labels"], row["first_error"] = combine(row["mc_scores"], row["tool_verdicts"], settings.hybrid)
+            # A step the tools made bad cannot keep a high soft target.
+            row["soft_labels"] = [soft if good else 0.0
+                                  for soft, good in zip(row["soft_labels"], row["labels"], strict=True)]
 
 
 CHECK_OUTPUT_CHARS = 2000  # of each sandbox stream kept per check: the end, where the error is
@@ -220,22 +231,22 @@ def truncate_steps(row: dict, n_steps: int) -> None:
 def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:
     """Tool verification of labelled rows that were staged unverified (the engine-free finishing stage)."""
     rows = table.to_pylist()
-    for row in rows:
-        verify_row(row, config)
+    verify_rows(rows, config)
     return pa.Table.from_pylist(rows, schema=STEP_LABELS_SCHEMA)
 
 
 def judge_and_filter(
-    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
+    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine,
+    on_wave: Callable[[WaveStats], None] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Judge every labelled row in one engine call; keep the rows where judge and MC agree.
+    """Judge every labelled row in one wave of the driver; keep the rows where judge and MC agree.
 
     Returns (kept rows, reject rows). A judge failure or a disagreement is a reject with its reason.
     """
     stage = config.judge
     assert stage is not None
     items = [JudgeItem(r["solution_id"], r["prompt"], tuple(r["completions"])) for r in label_rows]
-    verdicts = judge_solutions(judge, items, stage.critic, base_seed=config.seed)
+    verdicts = judge_solutions(judge, items, stage.critic, base_seed=config.seed, on_wave=on_wave)
     kept, rejected = [], []
     for row in label_rows:
         verdict = verdicts[row["solution_id"]]
@@ -358,10 +369,8 @@ def label_shard(
                             rollouts=labels.rollouts_used)
             )
         elif labels:
-            row = _label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name, completer.model_name)
-            if verify:
-                verify_row(row, config, completer)
-            label_rows.append(row)
+            label_rows.append(_label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name,
+                                         completer.model_name))
         else:
             reject_rows.append(
                 _reject_row(ctx, plan.shard_id, item_id=sol.solution_id, problem_id=sol.problem.problem_id,
@@ -370,10 +379,12 @@ def label_shard(
                             payload=sol.text, tokens=sol.tokens + outcome.spent.get(sol.solution_id, (0, 0))[1],
                             rollouts=outcome.spent.get(sol.solution_id, (0, 0))[0])
             )
+    if verify:
+        verify_rows(label_rows, config, completer, on_wave)
     if config.judge is not None and label_rows:
         if judge is None:
             raise ValueError("the run config has a judge stage but no judge engine was given")
-        label_rows, judge_rejects = judge_and_filter(label_rows, config, ctx, plan.shard_id, judge)
+        label_rows, judge_rejects = judge_and_filter(label_rows, config, ctx, plan.shard_id, judge, on_wave)
         reject_rows.extend(judge_rejects)
     tables = {
         STEP_LABELS: pa.Table.from_pylist(label_rows, schema=STEP_LABELS_SCHEMA),

@@ -4,13 +4,17 @@ A labeler is a generator (DESIGN.md section 2). It yields a list of :class:`Roll
 continue, k samples each), receives the matching list of :class:`RolloutOutcome`, and finally returns
 :class:`StepLabels`. The wave driver advances many of them together, so one engine call serves every
 solution of a shard; the same labeler runs unchanged on a scripted engine, a CPU model or vLLM.
+
+The model-based checks (the judge, the code verifier) are generators of the same kind that yield
+:class:`PromptQuery` (a complete prompt, sampled as is, not graded) and receive :class:`TextOutcome`, so
+the same driver batches them across a shard.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,29 @@ class RolloutOutcome:
     @property
     def mc(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class PromptQuery:
+    """Sample ``n`` continuations of a complete prompt, ungraded (a judge critique, a code check)."""
+
+    prompt: str
+    n: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int
+
+
+@dataclass(frozen=True)
+class TextOutcome:
+    """What came back for a :class:`PromptQuery`. An engine error is handed to the check (which decides
+    what it means, e.g. a step left unknown), not turned into a failure of the whole run."""
+
+    texts: tuple[str, ...] = ()
+    tokens: int = 0
+    error: str | None = None
 
 
 @dataclass
@@ -89,6 +116,8 @@ class StepLabels:
 
 
 LabelerRun = Generator[list[RolloutQuery], list[RolloutOutcome], StepLabels]
+CheckRun = Generator[list[PromptQuery], list[TextOutcome], Any]
+"""A model-based check: yields prompt queries, returns its verdict (a judge verdict, code verdicts...)."""
 
 
 class Labeler(Protocol):

@@ -9,6 +9,8 @@ block is run in :func:`rollouts.sandbox.run_python`:
 * anything else (no code, other exception, timeout, killed, output limit) -> ``unknown``
 
 The pure parts (:func:`build_prompt`, :func:`extract_code`, :func:`verdict_from_result`) need no engine.
+:func:`code_check_run` is the check as a generator for the wave driver (one prompt query per step, all
+in one yield), so the checks of a whole shard share one engine call.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labelers.base import CheckRun, PromptQuery
 from labelers.code_verifier_config import CodeVerifierConfig
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from labelers.driver import WaveDriver
+from rollouts.engines.base import Engine, derive_seed
 from rollouts.sandbox import SandboxResult, run_python
 
-__all__ = ["CodeVerdict", "build_prompt", "extract_code", "verdict_from_result", "verify_steps_with_code"]
+__all__ = ["CodeVerdict", "build_prompt", "code_check_run", "extract_code", "verdict_from_result",
+           "verify_steps_with_code"]
 
 PROMPT_TEMPLATE = """You are checking one step of a math solution with Python.
 
@@ -55,7 +60,7 @@ class CodeVerdict:
     tokens: int = 0
 
 
-def build_prompt(question: str, steps: list[str] | tuple[str, ...], index: int) -> str:
+def build_prompt(question: str, steps: Sequence[str], index: int) -> str:
     """Prompt asking for a Python check of ``steps[index]`` (0-based; shown 1-based to the model)."""
     if not 0 <= index < len(steps):
         raise IndexError(f"step index {index} out of range for {len(steps)} steps")
@@ -95,41 +100,54 @@ def _is_assertion(stderr: str) -> bool:
     return bool(lines) and lines[-1].startswith("AssertionError")
 
 
-def verify_steps_with_code(
-    engine: Engine,
+def code_check_run(
     question: str,
-    steps: list[str] | tuple[str, ...],
+    steps: Sequence[str],
     config: CodeVerifierConfig | None = None,
     *,
     runner: Callable[..., SandboxResult] = run_python,
     indices: Sequence[int] | None = None,
-) -> list[CodeVerdict]:
-    """One ``engine.generate`` call for the checks of ``indices`` (default: every step), then one sandbox
-    run per extracted block. Returns one verdict per checked step, in the order of ``indices``."""
+) -> CheckRun:
+    """Checks of the steps ``indices`` (default: every step): one query per step, all yielded together, then
+    one sandbox run per extracted block. Returns one :class:`CodeVerdict` per checked step, in order; an
+    engine error leaves its step ``unknown`` with the error as evidence."""
     cfg = config or CodeVerifierConfig()
     indices = range(len(steps)) if indices is None else indices
-    requests = [
-        GenerationRequest(
+    queries = [
+        PromptQuery(
             prompt=build_prompt(question, steps, i), n=1, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
             top_p=cfg.top_p, stop=cfg.stop, seed=derive_seed(cfg.seed, "code_verifier", question, i, steps[i]),
         )
         for i in indices
     ]
-    results = engine.generate(requests) if requests else []
-    if len(results) != len(requests):
-        raise RuntimeError(f"engine returned {len(results)} results for {len(requests)} requests")
+    if not queries:
+        return []
+    outcomes = yield queries
     out: list[CodeVerdict] = []
-    for res in results:
-        if res.error or not res.completions:
-            out.append(CodeVerdict("unknown", None, f"engine error: {res.error or 'no completion'}"))
+    for outcome in outcomes:
+        if outcome.error or not outcome.texts:
+            out.append(CodeVerdict("unknown", None, f"engine error: {outcome.error or 'no completion'}"))
             continue
-        comp = res.completions[0]
-        code = extract_code(comp.text)
+        code = extract_code(outcome.texts[0])
         if code is None:
-            out.append(CodeVerdict("unknown", None, "no python block in the model output", tokens=comp.tokens))
+            out.append(CodeVerdict("unknown", None, "no python block in the model output", tokens=outcome.tokens))
             continue
         sb = runner(code, cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb,
                     max_output_bytes=cfg.max_output_bytes)
         verdict, evidence = verdict_from_result(sb)
-        out.append(CodeVerdict(verdict, code, evidence, sb, tokens=comp.tokens))
+        out.append(CodeVerdict(verdict, code, evidence, sb, tokens=outcome.tokens))
     return out
+
+
+def verify_steps_with_code(
+    engine: Engine,
+    question: str,
+    steps: Sequence[str],
+    config: CodeVerifierConfig | None = None,
+    *,
+    runner: Callable[..., SandboxResult] = run_python,
+    indices: Sequence[int] | None = None,
+) -> list[CodeVerdict]:
+    """:func:`code_check_run` for one solution on ``engine`` (one ``generate`` call)."""
+    check = code_check_run(question, steps, config, runner=runner, indices=indices)
+    return WaveDriver(engine).run_checks({"steps": check}).labels["steps"]

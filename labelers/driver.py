@@ -5,6 +5,10 @@ ONE ``generate`` call, queries of the same solution adjacent and prompts byte-id
 hit. Results are graded and handed back; a solution whose request failed after the engine's retries is
 stopped and reported as failed with the engine's message, never given made-up outcomes.
 
+Checks that need a model but no grading (the judge, the code verifier) yield :class:`PromptQuery` and go
+through the same waves (:meth:`WaveDriver.run_checks`); their engine errors are handed back to them in the
+:class:`TextOutcome` rather than stopping them.
+
 A labeler may yield an empty list: "resume me after this wave" (it receives an empty list back). This is a
 barrier for labelers that share per-problem state across solutions (SCAN's self-confidence): waiting
 solutions are resumed after every solution that had queries in the wave. A round where every pending
@@ -14,18 +18,21 @@ labeler can make progress, which is an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from labelers.base import (
+    CheckRun,
     Labeler,
     LabelerRun,
+    PromptQuery,
     RolloutOutcome,
     RolloutQuery,
     SolutionTask,
-    StepLabels,
+    TextOutcome,
 )
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from rollouts.engines.base import Engine, GenerationRequest, GenerationResult, derive_seed
 
 PromptBuilder = Callable[[str, tuple[str, ...]], str]
 """(question, prefix steps) -> the exact text the completer continues."""
@@ -55,7 +62,7 @@ class WaveStats:
 
 @dataclass
 class DriverResult:
-    labels: dict[str, StepLabels] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)  # id -> what its generator returned (StepLabels...)
     failures: dict[str, str] = field(default_factory=dict)  # solution_id -> what went wrong
     spent: dict[str, tuple[int, int]] = field(default_factory=dict)  # solution_id -> (samples, tokens) used
     waves: int = 0
@@ -64,12 +71,15 @@ class DriverResult:
 
 
 class WaveDriver:
+    """``build_prompt``, ``judge`` and ``sampling`` serve rollout queries; a driver that only runs checks
+    (:meth:`run_checks`) can leave them out."""
+
     def __init__(
         self,
         engine: Engine,
-        build_prompt: PromptBuilder,
-        judge: AnswerJudge,
-        sampling: RolloutSampling,
+        build_prompt: PromptBuilder | None = None,
+        judge: AnswerJudge | None = None,
+        sampling: RolloutSampling | None = None,
         on_wave: Callable[[WaveStats], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -78,7 +88,12 @@ class WaveDriver:
         self.sampling = sampling
         self.on_wave = on_wave
 
-    def _request(self, task: SolutionTask, query: RolloutQuery) -> GenerationRequest:
+    def _request(self, task: SolutionTask | None, query: RolloutQuery | PromptQuery) -> GenerationRequest:
+        if isinstance(query, PromptQuery):
+            return GenerationRequest(prompt=query.prompt, n=query.n, max_tokens=query.max_tokens,
+                                     temperature=query.temperature, top_p=query.top_p, stop=query.stop, seed=query.seed)
+        if task is None or self.build_prompt is None or self.sampling is None:
+            raise TypeError("a rollout query needs its solution task and the driver's rollout settings")
         prompt = self.build_prompt(task.question, query.steps)
         s = self.sampling
         return GenerationRequest(
@@ -91,13 +106,30 @@ class WaveDriver:
             seed=derive_seed(s.base_seed, task.problem_id, prompt),
         )
 
+    def _outcome(self, task: SolutionTask | None, query: RolloutQuery | PromptQuery,
+                 gen: GenerationResult) -> RolloutOutcome | TextOutcome:
+        if isinstance(query, PromptQuery):
+            return TextOutcome(tuple(c.text for c in gen.completions), gen.tokens_generated, gen.error)
+        assert task is not None and self.judge is not None
+        # A continuation cut off by max_tokens has no final answer, whatever its last number says.
+        flags = tuple(c.finish_reason != "length" and self.judge(c.text, task.reference) for c in gen.completions)
+        return RolloutOutcome(correct=sum(flags), total=len(flags), tokens=gen.tokens_generated,
+                              texts=tuple(c.text for c in gen.completions), correct_flags=flags)
+
     def run(self, tasks: Sequence[SolutionTask], labeler: Labeler) -> DriverResult:
+        """Label every task; ``labels`` maps solution ids to their :class:`StepLabels`."""
+        return self._run({task.solution_id: labeler.label(task) for task in tasks},
+                         {task.solution_id: task for task in tasks})
+
+    def run_checks(self, checks: Mapping[str, CheckRun]) -> DriverResult:
+        """Run model-based checks (prompt queries only); ``labels`` maps ids to what each check returned."""
+        return self._run(checks, {})
+
+    def _run(self, runs: Mapping[str, LabelerRun | CheckRun], tasks: Mapping[str, SolutionTask]) -> DriverResult:
         result = DriverResult()
-        by_id = {task.solution_id: task for task in tasks}
-        pending: dict[str, tuple[LabelerRun, list[RolloutQuery]]] = {}
-        for task in tasks:
-            run = labeler.label(task)
-            self._advance(task.solution_id, run, None, pending, result)
+        pending: dict[str, tuple[Any, list[Any]]] = {}
+        for run_id, run in runs.items():  # primed in order: labelers sharing state rely on it
+            self._advance(run_id, run, None, pending, result)
         idle_rounds = 0
         while pending:
             order = [sid for sid in pending if pending[sid][1]]
@@ -116,7 +148,7 @@ class WaveDriver:
             for solution_id in order:
                 _, queries = pending[solution_id]
                 start = len(requests)
-                requests.extend(self._request(by_id[solution_id], q) for q in queries)
+                requests.extend(self._request(tasks.get(solution_id), q) for q in queries)
                 spans.append((solution_id, start, len(requests)))
             generated = self.engine.generate(requests)
             if len(generated) != len(requests):
@@ -125,32 +157,19 @@ class WaveDriver:
             wave_samples = wave_tokens = 0
             for solution_id, start, end in spans:
                 run, queries = pending.pop(solution_id)
-                reference = by_id[solution_id].reference
+                answers = generated[start:end]
                 samples, tokens = result.spent.get(solution_id, (0, 0))
-                result.spent[solution_id] = (
-                    samples + sum(len(r.completions) for r in generated[start:end]),
-                    tokens + sum(r.tokens_generated for r in generated[start:end]),
-                )
-                errors = [r.error for r in generated[start:end] if r.error]
+                result.spent[solution_id] = (samples + sum(len(r.completions) for r in answers),
+                                             tokens + sum(r.tokens_generated for r in answers))
+                wave_samples += sum(len(r.completions) for r in answers)
+                wave_tokens += sum(r.tokens_generated for r in answers)
+                errors = [r.error for q, r in zip(queries, answers, strict=True) if r.error and isinstance(q, RolloutQuery)]
                 if errors:
                     run.close()
                     result.failures[solution_id] = f"engine error on a rollout request: {errors[0]}"
                     continue
-                outcomes = []
-                for gen in generated[start:end]:
-                    # A continuation cut off by max_tokens has no final answer, whatever its last number says.
-                    flags = tuple(c.finish_reason != "length" and self.judge(c.text, reference) for c in gen.completions)
-                    outcomes.append(
-                        RolloutOutcome(
-                            correct=sum(flags),
-                            total=len(flags),
-                            tokens=gen.tokens_generated,
-                            texts=tuple(c.text for c in gen.completions),
-                            correct_flags=flags,
-                        )
-                    )
-                    wave_samples += len(flags)
-                    wave_tokens += gen.tokens_generated
+                task = tasks.get(solution_id)
+                outcomes = [self._outcome(task, q, r) for q, r in zip(queries, answers, strict=True)]
                 self._advance(solution_id, run, outcomes, pending, result)
             # Waiting solutions resume after everyone who had queries, so they see this wave's results.
             for solution_id in waiting:
@@ -167,9 +186,9 @@ class WaveDriver:
     @staticmethod
     def _advance(
         solution_id: str,
-        run: LabelerRun,
-        outcomes: list[RolloutOutcome] | None,
-        pending: dict[str, tuple[LabelerRun, list[RolloutQuery]]],
+        run: Any,
+        outcomes: list[Any] | None,
+        pending: dict[str, tuple[Any, list[Any]]],
         result: DriverResult,
     ) -> None:
         try:

@@ -1,8 +1,9 @@
 """An LLM judge that names the first wrong step of a solution (ALGORITHMS.md sections 4.2 and 6).
 
-Settings and the default prompt: :mod:`labelers.judge_config`. The judge is not a rollout labeler (it
-needs no reference answer and no grading), so it talks to the engine directly: :func:`judge_solutions`
-sends every solution's request in ONE ``engine.generate`` call, ``n = samples`` each, with the seed
+Settings and the default prompt: :mod:`labelers.judge_config`. The judge needs no reference answer and
+no grading, so it is a check (:func:`judge_run`: one prompt query, then the vote) rather than a rollout
+labeler; :func:`judge_solutions` runs the checks of every solution through the wave driver, so they go
+out in ONE ``engine.generate`` call, ``n = samples`` each, with the seed
 ``derive_seed(base_seed, solution_id, "judge")`` (sample ``i`` uses ``seed + i``, see
 :mod:`rollouts.engines.base`).
 
@@ -33,12 +34,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from labelers.base import CheckRun, PromptQuery
+from labelers.driver import WaveDriver, WaveStats
 from labelers.judge_config import JudgeConfig
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from rollouts.engines.base import Engine, derive_seed
 
 __all__ = [
     "JudgeConfig",
@@ -50,7 +53,8 @@ __all__ = [
     "build_judge_prompt",
     "parse_judgement",
     "majority_vote",
-    "judge_request",
+    "judge_query",
+    "judge_run",
     "judge_solutions",
 ]
 
@@ -227,8 +231,8 @@ def majority_vote(
 # ---------------------------------------------------------------- engine
 
 
-def judge_request(item: JudgeItem, config: JudgeConfig, base_seed: int) -> GenerationRequest:
-    return GenerationRequest(
+def judge_query(item: JudgeItem, config: JudgeConfig, base_seed: int) -> PromptQuery:
+    return PromptQuery(
         prompt=build_judge_prompt(item.problem, item.steps, config.template),
         n=config.samples,
         max_tokens=config.max_tokens,
@@ -239,10 +243,25 @@ def judge_request(item: JudgeItem, config: JudgeConfig, base_seed: int) -> Gener
     )
 
 
+def judge_run(item: JudgeItem, config: JudgeConfig, base_seed: int) -> CheckRun:
+    """Judge one solution: ``samples`` critiques in one query, then the vote. Returns a
+    :class:`JudgeVerdict`, or :class:`JudgeFailure` when the engine failed the request."""
+    [outcome] = yield [judge_query(item, config, base_seed)]
+    if outcome.error:
+        return JudgeFailure(f"engine error on the judge request: {outcome.error}")
+    if not outcome.texts:
+        return JudgeFailure("engine returned no completions for the judge request")
+    parses = [parse_judgement(t, len(item.steps)) for t in outcome.texts]
+    verdict = majority_vote(parses, outcome.texts, config.max_rationale_chars)
+    return replace(verdict, samples=len(outcome.texts), tokens=outcome.tokens)
+
+
 def judge_solutions(
-    engine: Engine, items: Sequence[JudgeItem], config: JudgeConfig | None = None, base_seed: int = 0
+    engine: Engine, items: Sequence[JudgeItem], config: JudgeConfig | None = None, base_seed: int = 0,
+    on_wave: Callable[[WaveStats], None] | None = None,
 ) -> dict[str, JudgeVerdict | JudgeFailure]:
-    """Judge every item with ONE ``engine.generate`` call; a failed request gives :class:`JudgeFailure`.
+    """Judge every item in one wave of the driver (ONE ``engine.generate`` call); a failed request gives
+    :class:`JudgeFailure`.
 
     A verdict whose ``first_error`` is None (no sample parsed) is still a verdict: its ``parses`` record
     what came back, and the caller decides (consensus drops it unless ``keep_unparsable``).
@@ -257,29 +276,5 @@ def judge_solutions(
             raise ValueError(f"solution {item.solution_id!r} has no steps to judge")
     if not items:
         return {}
-    requests = [judge_request(item, cfg, base_seed) for item in items]
-    results = engine.generate(requests)
-    if len(results) != len(requests):
-        raise RuntimeError(f"engine returned {len(results)} results for {len(requests)} judge requests")
-    out: dict[str, JudgeVerdict | JudgeFailure] = {}
-    for item, result in zip(items, results, strict=True):
-        if result.error:
-            out[item.solution_id] = JudgeFailure(f"engine error on the judge request: {result.error}")
-            continue
-        if not result.completions:
-            out[item.solution_id] = JudgeFailure("engine returned no completions for the judge request")
-            continue
-        texts = [c.text for c in result.completions]
-        parses = [parse_judgement(t, len(item.steps)) for t in texts]
-        verdict = majority_vote(parses, texts, cfg.max_rationale_chars)
-        out[item.solution_id] = JudgeVerdict(
-            verdict.first_error,
-            verdict.votes,
-            verdict.unparsable,
-            verdict.agreement,
-            verdict.rationale,
-            samples=len(texts),
-            tokens=result.tokens_generated,
-            parses=verdict.parses,
-        )
-    return out
+    done = WaveDriver(engine, on_wave=on_wave).run_checks({item.solution_id: judge_run(item, cfg, base_seed) for item in items})
+    return {item.solution_id: done.labels[item.solution_id] for item in items}

@@ -118,8 +118,11 @@ def test_code_checks_fill_steps_sympy_left_unknown():
     config = parse_config({**CONFIG.model_dump(mode="json"), "verification": {"sympy": {}, "code": {"wall_s": 10}}})
     engine = ScriptedEngine(coding_script)
     with Grader(timeout_s=5) as grader:
-        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS[:1]), config, RunContext.now("run-x", config.hash()),
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS), config, RunContext.now("run-x", config.hash()),
                                 policy=engine, completer=engine, grader=grader)
+    code_calls = [call for call in engine.calls if any("<verify>" in r.prompt for r in call)]
+    checked = [r for r in tables["step_labels"].to_pylist() if r["tool_checks"]]
+    assert len(checked) > 1 and len(code_calls) == 1  # every row's code checks went out in one wave
     row = next(r for r in tables["step_labels"].to_pylist() if r["final_answer"] == "5")
     # Step 0 "2 + 3 = 5." is verified by sympy; step 1 "So 5 apples." has no claim, so the code check decides.
     assert row["tool_verdicts"] == ["verified", "refuted"] and row["tool_first_error"] == 1
