@@ -135,7 +135,7 @@ def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
         ("dataset", _where(out)),
         ("version", f"{result['version']}" + ("" if result["created"] else " (nothing new: already committed)")),
         ("problems", str(result["problems"])),
-        ("shards", f"{result['shards']} ({result['shards_skipped']} resumed from staging)"),
+        ("shards", f"{result['shards']} ({result['shards_skipped']} already done: cached or staged)"),
         ("labelled solutions", str(summary["solutions"])),
         ("steps", str(summary["steps"])),
         ("label balance", f"{summary['positive_steps']} good / {summary['negative_steps']} bad"

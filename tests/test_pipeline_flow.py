@@ -184,7 +184,7 @@ def test_cli_resume_by_run_id_uses_the_recorded_config(prefect_harness, scripted
     assert missing.exit_code == 2 and f"interrupted runs: {run_id}" in missing.output
     resumed = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", run_id])
     assert resumed.exit_code == 0, resumed.output
-    assert "1 resumed from staging" in resumed.output
+    assert "1 already done: cached or staged" in resumed.output
     store = ShardStore(tmp_path)
     assert store.manifest().run_ids == [run_id] and store.manifest().config_hash == CONFIG.hash()
     again = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", run_id])
