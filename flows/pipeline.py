@@ -62,7 +62,7 @@ def shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 def result_storage_for(out: str) -> Path | None:
     """Task results of a local dataset live next to it, so they go wherever the dataset goes; a remote
     dataset uses Prefect's default result storage (``PREFECT_LOCAL_STORAGE_PATH``)."""
-    return Path(local_path(out)) / "prefect-results" if is_local_root(out) else None
+    return (Path(local_path(out)) / "prefect-results").resolve() if is_local_root(out) else None
 
 
 SHARD_TASK_OPTIONS: dict[str, Any] = {
