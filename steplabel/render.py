@@ -2,11 +2,14 @@
 
 Colours: a BAD step is red; a GOOD step is green when its MC score is >= 0.5 (or unknown), yellow below
 (a "good but shaky" step); the step marked by the judge as its first error, when it differs from the MC
-first error, is flagged with ``judge!``. Step text is appended as plain text (never parsed as rich markup).
+first error, is flagged with ``judge!``. A step the tools verified or refuted says so (``tool:ok`` /
+``tool:REFUTED`` with the failing claim below it), and each sandboxed code check is listed with its
+outcome. Step text is appended as plain text (never parsed as rich markup).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import polars as pl
@@ -21,6 +24,9 @@ def _step_style(good: bool | None, mc: float | None) -> str:
     if not good:
         return "bold red"
     return "green" if mc is None or mc >= 0.5 else "yellow"
+
+
+TOOL_MARKS = {"verified": ("tool:ok", "green"), "refuted": ("tool:REFUTED", "bold red")}
 
 
 def _at(values: list[Any] | None, index: int) -> Any:
@@ -44,7 +50,16 @@ def render_solutions(console: Console, rows: pl.DataFrame) -> None:
             body.append(f"[{index}] {mark} mc={score}  ", style=_step_style(good, mc))
             if judge_first is not None and judge_first == index and judge_first != row.get("first_error"):
                 body.append("judge! ", style="bold magenta")
+            tool = _at(row.get("tool_verdicts"), index)
+            if tool in TOOL_MARKS:
+                body.append(f"{TOOL_MARKS[tool][0]} ", style=TOOL_MARKS[tool][1])
             body.append(str(step).replace("\n", " ") + "\n")
+            evidence = _at(row.get("tool_evidence"), index)
+            if tool == "refuted" and evidence:
+                body.append(f"      refuted claim: {evidence}\n", style="red")
+        for check in json.loads(row.get("tool_checks") or "[]"):
+            body.append(f"code check of step {check['step']}: {check['verdict']} "
+                        f"(sandbox {check['status'] or 'not run'}): {check['evidence'] or 'passed'}\n", style="dim")
         verdict = {True: "correct", False: "wrong"}.get(row.get("final_correct"), "ungraded")
         judge = "" if judge_first is None else f"; judge first error: {judge_first}"
         body.append(

@@ -218,6 +218,25 @@ def test_render_shows_markup_literally_and_tolerates_short_lists():
     assert "[bold red]not markup[/]" in text and "mc=  -  " in text
 
 
+def test_render_shows_tool_verdicts_evidence_and_code_checks():
+    check = {"step": 2, "verdict": "unknown", "evidence": "no python block in the model output", "code": None,
+             "status": None, "exit_code": None, "stdout": None, "stderr": None, "wall_s": None}
+    row = pl.from_arrow(make_step_label_rows(1)).with_columns(
+        tool_verdicts=pl.lit(["verified", "refuted", "unknown"]),
+        tool_evidence=pl.lit([None, "2 + 3 = 6 (left = 5, right = 6)", None], dtype=pl.List(pl.String)),
+        tool_checks=pl.lit(json.dumps([check])),
+    )
+    console = Console(record=True, width=160)
+    render_solutions(console, row)
+    lines = console.export_text().splitlines()
+    step0 = next(line for line in lines if "[0]" in line)
+    step1 = next(line for line in lines if "[1]" in line)
+    step2 = next(line for line in lines if "[2]" in line)
+    assert "tool:ok" in step0 and "tool:REFUTED" in step1 and "tool:" not in step2
+    assert any("refuted claim: 2 + 3 = 6 (left = 5, right = 6)" in line for line in lines)
+    assert any("code check of step 2: unknown (sandbox not run): no python block" in line for line in lines)
+
+
 def _app() -> typer.Typer:
     app = typer.Typer(add_completion=False)
     app.command("inspect")(inspect_command)
