@@ -10,6 +10,7 @@ was deleted or moved), the task reruns and overwrites the record. Committing is 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -54,9 +55,12 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect cache key of a shard task: task name + config hash + shard id."""
+    """Prefect cache key of a shard task: task name + config hash + shard id. A remote dataset's records
+    share Prefect's default result storage, so its key also names the dataset."""
     config_hash = RunConfig.model_validate(parameters["config"]).hash()
-    return f"{context.task.name}-{config_hash[:16]}-{parameters['shard_id']}"
+    out = parameters["out"]
+    where = "" if is_local_root(out) else "-" + hashlib.sha256(out.encode()).hexdigest()[:8]
+    return f"{context.task.name}-{config_hash[:16]}-{parameters['shard_id']}{where}"
 
 
 def result_storage_for(out: str) -> Path | None:

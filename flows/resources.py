@@ -7,6 +7,7 @@ so one flow finishing does not pull the model from under another flow in the sam
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from flows.config import EngineConfig, GradingConfig
 from rollouts.engines.base import Engine
 from rollouts.grading import Grader
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _graders: dict[float, Grader] = {}
@@ -86,10 +88,12 @@ def held() -> Iterator[None]:
 
 
 def _close_all() -> None:
-    """Close every engine and grader (the caller holds ``_lock``)."""
-    for engine in _engines.values():
-        engine.close()
-    for grader in _graders.values():
-        grader.close()
+    """Close every engine and grader (the caller holds ``_lock``). Best effort: a resource that fails to
+    close is logged, the others still close, and the caller's own error (if any) is not replaced."""
+    for resource in [*_engines.values(), *_graders.values()]:
+        try:
+            resource.close()
+        except Exception:  # noqa: BLE001 - the run's result is already decided; keep closing the rest
+            log.warning("closing %r failed", resource, exc_info=True)
     _engines.clear()
     _graders.clear()

@@ -154,8 +154,7 @@ def filter_reason(labels: StepLabels) -> str | None:
     return None
 
 
-def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None = None,
-                on_wave: Callable[[WaveStats], None] | None = None) -> None:
+def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None = None) -> None:
     """Tool verification of labelled rows: sympy verdicts per step, then (if configured) sandboxed
     model-written code checks for the steps sympy left unknown, every row's checks in one wave of the
     driver; optionally merged into the labels."""
@@ -177,7 +176,7 @@ def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None 
     by_id = {row["solution_id"]: row for row in rows}
     checks = {sid: code_check_run(by_id[sid]["prompt"], by_id[sid]["completions"], settings.code, indices=steps)
               for sid, steps in to_code.items()}
-    coded = WaveDriver(code_engine, on_wave=on_wave).run_checks(checks).labels if checks and code_engine else {}
+    coded = WaveDriver(code_engine).run_checks(checks).labels if checks and code_engine else {}
     for sid, steps in to_code.items():
         row = by_id[sid]
         for index, code_verdict in zip(steps, coded[sid], strict=True):
@@ -236,8 +235,7 @@ def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:
 
 
 def judge_and_filter(
-    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine,
-    on_wave: Callable[[WaveStats], None] | None = None,
+    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
 ) -> tuple[list[dict], list[dict]]:
     """Judge every labelled row in one wave of the driver; keep the rows where judge and MC agree.
 
@@ -246,7 +244,7 @@ def judge_and_filter(
     stage = config.judge
     assert stage is not None
     items = [JudgeItem(r["solution_id"], r["prompt"], tuple(r["completions"])) for r in label_rows]
-    verdicts = judge_solutions(judge, items, stage.critic, base_seed=config.seed, on_wave=on_wave)
+    verdicts = judge_solutions(judge, items, stage.critic, base_seed=config.seed)
     kept, rejected = [], []
     for row in label_rows:
         verdict = verdicts[row["solution_id"]]
@@ -274,7 +272,8 @@ def judge_and_filter(
                         payload=json.dumps({"steps": row["completions"], "labels": row["labels"],
                                             "judge_rationale": row["judge_rationale"],
                                             "tool_verdicts": row["tool_verdicts"],
-                                            "tool_checks": json.loads(row["tool_checks"] or "null")}),
+                                            "tool_checks": json.loads(row["tool_checks"] or "null"),
+                                            "labeler_details": json.loads(row["labeler_details"] or "null")}),
                         tokens=row["tokens_generated"], rollouts=row["rollouts_used"])
         )
     return kept, rejected
@@ -380,11 +379,11 @@ def label_shard(
                             rollouts=outcome.spent.get(sol.solution_id, (0, 0))[0])
             )
     if verify:
-        verify_rows(label_rows, config, completer, on_wave)
+        verify_rows(label_rows, config, completer)
     if config.judge is not None and label_rows:
         if judge is None:
             raise ValueError("the run config has a judge stage but no judge engine was given")
-        label_rows, judge_rejects = judge_and_filter(label_rows, config, ctx, plan.shard_id, judge, on_wave)
+        label_rows, judge_rejects = judge_and_filter(label_rows, config, ctx, plan.shard_id, judge)
         reject_rows.extend(judge_rejects)
     tables = {
         STEP_LABELS: pa.Table.from_pylist(label_rows, schema=STEP_LABELS_SCHEMA),

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from labelers.base import CheckRun, PromptQuery
-from labelers.driver import WaveDriver, WaveStats
+from labelers.driver import WaveDriver
 from labelers.judge_config import JudgeConfig
 from rollouts.engines.base import Engine, derive_seed
 
@@ -257,8 +257,7 @@ def judge_run(item: JudgeItem, config: JudgeConfig, base_seed: int) -> CheckRun:
 
 
 def judge_solutions(
-    engine: Engine, items: Sequence[JudgeItem], config: JudgeConfig | None = None, base_seed: int = 0,
-    on_wave: Callable[[WaveStats], None] | None = None,
+    engine: Engine, items: Sequence[JudgeItem], config: JudgeConfig | None = None, base_seed: int = 0
 ) -> dict[str, JudgeVerdict | JudgeFailure]:
     """Judge every item in one wave of the driver (ONE ``engine.generate`` call); a failed request gives
     :class:`JudgeFailure`.
@@ -276,5 +275,5 @@ def judge_solutions(
             raise ValueError(f"solution {item.solution_id!r} has no steps to judge")
     if not items:
         return {}
-    done = WaveDriver(engine, on_wave=on_wave).run_checks({item.solution_id: judge_run(item, cfg, base_seed) for item in items})
+    done = WaveDriver(engine).run_checks({item.solution_id: judge_run(item, cfg, base_seed) for item in items})
     return {item.solution_id: done.labels[item.solution_id] for item in items}

@@ -33,7 +33,8 @@ Cost: ``rollouts_used`` / ``tokens_generated`` of a solution count the rollouts 
 
 ``StepLabels.extra``: ``paths`` (the paths this solution searched: {steps, labels, mc, soft}),
 ``searches`` (its own), ``states`` (of the tree when it finished), ``root_mc``, ``question_filtered``
-(tree mode), ``pairs`` (pairwise mode: the question's whole tree, on the solution that finished last).
+(tree mode), ``pairs`` (pairwise mode: the pairs of the question's tree that appeared since the previous
+sibling finished; over a question's rows they cover its tree once).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class OmegaTree:
         self.tokens = 0
         self.searches = 0
         self.filtered = False  # the question filter dropped this question
+        self.pairs_handed_out: set[tuple[tuple[str, ...], ...]] = set()
 
     # ---------------------------------------------------------------- statistics
 
@@ -160,6 +162,17 @@ class OmegaTree:
         self.pool.remove(best)
         best.state.visits += 1
         return best
+
+    def new_pairs(self) -> list[dict[str, object]]:
+        """The tree's pairs not handed to a solution yet: siblings finishing one after another each carry
+        the pairs that appeared since, so a sibling that fails later cannot take the others' with it."""
+        fresh = []
+        for pair in pairs(self):
+            key = (tuple(pair["prefix"]), tuple(pair["chosen"]), tuple(pair["rejected"]))  # type: ignore[arg-type]
+            if key not in self.pairs_handed_out:
+                self.pairs_handed_out.add(key)
+                fresh.append(pair)
+        return fresh
 
     # ---------------------------------------------------------------- the binary search
 
@@ -222,19 +235,20 @@ class OmegaPRMLabeler:
 
     def label(self, task: SolutionTask) -> LabelerRun:
         if self.config.mode != "tree":
-            return (yield from self._label(task, OmegaTree(self.config)))
-        pid = task.problem_id
-        tree = self._trees.setdefault(pid, OmegaTree(self.config))
-        self._working[pid] = self._working.get(pid, 0) + 1
-        try:
+            tree = OmegaTree(self.config)
             labels = yield from self._label(task, tree)
-        finally:
-            self._working[pid] -= 1
-            last = self._working[pid] == 0
-            if last:  # the question is done: free its tree
-                del self._working[pid], self._trees[pid]
-        if self.config.label_mode == "pairwise" and last:
-            labels.extra["pairs"] = pairs(tree)
+        else:
+            pid = task.problem_id
+            tree = self._trees.setdefault(pid, OmegaTree(self.config))
+            self._working[pid] = self._working.get(pid, 0) + 1
+            try:
+                labels = yield from self._label(task, tree)
+            finally:
+                self._working[pid] -= 1
+                if self._working[pid] == 0:  # the question is done: free its tree
+                    del self._working[pid], self._trees[pid]
+        if self.config.label_mode == "pairwise":
+            labels.extra["pairs"] = tree.new_pairs()
         return labels
 
     def _estimate_root(self, task: SolutionTask, tree: OmegaTree, spent: Spent) -> LabelerRun:
@@ -293,8 +307,6 @@ class OmegaPRMLabeler:
         labels.extra = {"paths": paths, "searches": searches, "states": len(tree.by_steps)}
         if tree_mode:
             labels.extra.update(root_mc=tree.root.mc, question_filtered=filtered)
-        elif config.label_mode == "pairwise":
-            labels.extra["pairs"] = pairs(tree)
         return labels
 
     def _soft(self, mc: float) -> float:

@@ -31,6 +31,7 @@ after the manifest is read back as ours; commits are serialised by a lock object
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import inspect
 import json
@@ -548,6 +549,11 @@ def table_stats(name: str, table: pa.Table) -> dict[str, int]:
     return out
 
 
+@functools.cache
+def _polars_schema(name: str) -> pl.Schema:
+    return pl.from_arrow(SCHEMAS[name].empty_table()).schema
+
+
 def _validate(name: str, table: pa.Table, where: str) -> pa.Table:
     """Return ``table`` conformed to ``SCHEMAS[name]`` (columns reordered, compatible types cast)."""
     if name not in SCHEMAS:
@@ -957,7 +963,9 @@ class ShardStore:
             return pl.from_arrow(SCHEMAS[table].empty_table()).lazy()
         arrow_fs = self.fs.arrow_filesystem
         if arrow_fs is None:
-            return pl.scan_parquet(files, hive_partitioning=False, glob=False)
+            # against the current schema: a column added since an older shard was written reads as null
+            return pl.scan_parquet(files, hive_partitioning=False, glob=False, schema=_polars_schema(table),
+                                   missing_columns="insert")
         import pyarrow.dataset as pads
 
         dataset = pads.dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -212,6 +213,25 @@ def test_one_tree_per_question_shared_by_its_solutions():
     assert sum(labels[s].rollouts_used for s in "abcd") == engine.samples  # every rollout paid for once
     assert sum(labels[s].tokens_generated for s in "abcd") == sum(
         len(c.split()) for call in engine.calls for r in call for c in [tree_script(r, i) for i in range(r.n)])
-    holders = [s for s in "abc" if "pairs" in labels[s].extra]  # the whole tree, once, on the last to finish
-    assert len(holders) == 1 and labels[holders[0]].extra["pairs"]
+    handed = [json.dumps(p, sort_keys=True) for s in "abc" for p in labels[s].extra["pairs"]]
+    assert handed and len(handed) == len(set(handed))  # the question's pairs, each on one sibling
     assert labeler._trees == {}  # freed when its last solution finished
+
+
+def test_pairs_survive_a_sibling_that_fails_last():
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=3, label_mode="pairwise")
+    right = SolutionTask("a", "p1", "What is 2 + 3?", "5", ("Step 1: line 1", "Step 2: line 2"), True)
+    wrong = SolutionTask("b", "p1", "What is 2 + 3?", "5", tuple(f"Step {i + 1}: line {i + 1}" for i in range(6)), False)
+    clean = ScriptedEngine(tree_script)
+    driver_for(clean).run([right, wrong], OmegaPRMLabeler(config, step_format="step_pattern"))
+    last = sum(len(call) for call in clean.calls)
+    sent = {"n": 0}
+
+    def fail_the_last_request(request: GenerationRequest) -> str | None:
+        sent["n"] += 1
+        return "boom" if sent["n"] == last else None
+
+    result = driver_for(ScriptedEngine(tree_script, fail_when=fail_the_last_request)).run(
+        [right, wrong], OmegaPRMLabeler(config, step_format="step_pattern"))
+    assert "b" in result.failures and result.labels["a"].extra["pairs"]  # a's pairs are not lost with b
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows import resources
-from flows.config import LlamaCppEngineConfig
+from flows.config import GradingConfig, LlamaCppEngineConfig
 
 
 class CountingEngine:
@@ -45,3 +45,14 @@ def test_a_failing_holder_still_releases(built):
         resources.engine_for(LlamaCppEngineConfig())
         raise RuntimeError("flow failed")
     assert built[0].closed == 1
+
+
+def test_a_failing_close_does_not_hide_the_error_or_keep_a_closed_engine(built):
+    with pytest.raises(RuntimeError, match="flow failed"), resources.held():
+        engine = resources.engine_for(LlamaCppEngineConfig())
+        engine.close = lambda: (_ for _ in ()).throw(TimeoutError("server went away"))
+        grader = resources.grader_for(GradingConfig())
+        raise RuntimeError("flow failed")  # the caller sees its own error, not the close's
+    assert grader._closed  # the others still closed
+    with resources.held():
+        assert resources.engine_for(LlamaCppEngineConfig()) is not engine  # the failed one is not handed out

@@ -437,3 +437,17 @@ def test_concurrent_commits_from_two_processes(tmp_path: Path):
     for entry in m.tables[STEP_LABELS] + m.tables[REJECTS]:  # every file intact
         pq.read_table(tmp_path / entry.path)
     assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_a_column_added_later_reads_as_null_in_older_shards(tmp_path: Path):
+    """Schema evolution: shards written before a nullable column existed stay readable next to new ones."""
+    store = ShardStore(tmp_path)
+    _stage(store, "r1", "old")
+    _commit(store, "r1")
+    old_file = tmp_path / store.manifest().tables[STEP_LABELS][0].path
+    pq.write_table(pq.read_table(old_file).drop_columns(["tool_checks"]), old_file)  # as an older version wrote it
+    _stage(store, "r2", "new")
+    _commit(store, "r2")
+    rows = store.read(STEP_LABELS)
+    assert rows.height == 10 and rows.columns == STEP_LABELS_SCHEMA.names
+    assert rows.filter(pl.col("shard_id") == "old")["tool_checks"].null_count() == 5
