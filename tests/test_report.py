@@ -89,12 +89,16 @@ def _chromium() -> str | None:
     return None
 
 
+needs_chromium = pytest.mark.skipif(
+    _chromium() is None,
+    reason="chromium not found (`make test` installs it as root; else `apt-get install -y chromium`, "
+    "or set STEPLABEL_CHROMIUM)",
+)
+
+
 def _run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    binary = _chromium()
-    if binary is None:
-        pytest.skip("chromium not found (install it with `apt-get install -y chromium`, or set STEPLABEL_CHROMIUM)")
     command = [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
         "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}", *args,
     ]
@@ -103,6 +107,7 @@ def _run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+@needs_chromium
 def test_chromium_renders_the_plots(report, tmp_path):
     dom = _run_chromium(tmp_path, "--dump-dom", report.as_uri()).stdout
     body = re.search(r"<body([^>]*)>", dom)
@@ -161,6 +166,7 @@ def _decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
     return width, height, bpp, rows
 
 
+@needs_chromium
 def test_chromium_screenshot_shows_the_bars(report, tmp_path):
     shot = tmp_path / "shot.png"
     _run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri())
