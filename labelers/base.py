@@ -6,7 +6,8 @@ continue, k samples each), receives the matching list of :class:`RolloutOutcome`
 solution of a shard; the same labeler runs unchanged on a scripted engine, a CPU model or vLLM.
 
 The model-based checks (the judge, the code verifier) are generators of the same kind that yield
-:class:`PromptQuery` (a complete prompt, sampled as is, not graded) and receive :class:`TextOutcome`, so
+:class:`~rollouts.engines.base.GenerationRequest` (a complete prompt, sent as is, not graded) and receive
+:class:`TextOutcome`, so
 the same driver batches them across a shard.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from rollouts.engines.base import GenerationRequest
 
 
 @dataclass(frozen=True)
@@ -51,21 +54,8 @@ class RolloutOutcome:
 
 
 @dataclass(frozen=True)
-class PromptQuery:
-    """Sample ``n`` continuations of a complete prompt, ungraded (a judge critique, a code check)."""
-
-    prompt: str
-    n: int
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stop: tuple[str, ...]
-    seed: int
-
-
-@dataclass(frozen=True)
 class TextOutcome:
-    """What came back for a :class:`PromptQuery`. An engine error is handed to the check (which decides
+    """What came back for a check's request. An engine error is handed to the check (which decides
     what it means, e.g. a step left unknown), not turned into a failure of the whole run."""
 
     texts: tuple[str, ...] = ()
@@ -116,8 +106,8 @@ class StepLabels:
 
 
 LabelerRun = Generator[list[RolloutQuery], list[RolloutOutcome], StepLabels]
-CheckRun = Generator[list[PromptQuery], list[TextOutcome], Any]
-"""A model-based check: yields prompt queries, returns its verdict (a judge verdict, code verdicts...)."""
+CheckRun = Generator[list[GenerationRequest], list[TextOutcome], Any]
+"""A model-based check: yields engine requests, returns its verdict (a judge verdict, code verdicts...)."""
 
 
 class Labeler(Protocol):

@@ -9,7 +9,7 @@ block is run in :func:`rollouts.sandbox.run_python`:
 * anything else (no code, other exception, timeout, killed, output limit) -> ``unknown``
 
 The pure parts (:func:`build_prompt`, :func:`extract_code`, :func:`verdict_from_result`) need no engine.
-:func:`code_check_run` is the check as a generator for the wave driver (one prompt query per step, all
+:func:`code_check_run` is the check as a generator for the wave driver (one engine request per step, all
 in one yield), so the checks of a whole shard share one engine call.
 """
 
@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from labelers.base import CheckRun, PromptQuery
+from labelers.base import CheckRun
 from labelers.code_verifier_config import CodeVerifierConfig
 from labelers.driver import WaveDriver
-from rollouts.engines.base import Engine, derive_seed
+from rollouts.engines.base import Engine, GenerationRequest, derive_seed
 from rollouts.sandbox import SandboxResult, run_python
 
 __all__ = ["CodeVerdict", "build_prompt", "code_check_run", "extract_code", "verdict_from_result",
@@ -108,21 +108,21 @@ def code_check_run(
     runner: Callable[..., SandboxResult] = run_python,
     indices: Sequence[int] | None = None,
 ) -> CheckRun:
-    """Checks of the steps ``indices`` (default: every step): one query per step, all yielded together, then
+    """Checks of the steps ``indices`` (default: every step): one request per step, all yielded together, then
     one sandbox run per extracted block. Returns one :class:`CodeVerdict` per checked step, in order; an
     engine error leaves its step ``unknown`` with the error as evidence."""
     cfg = config or CodeVerifierConfig()
     indices = range(len(steps)) if indices is None else indices
-    queries = [
-        PromptQuery(
+    requests = [
+        GenerationRequest(
             prompt=build_prompt(question, steps, i), n=1, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
             top_p=cfg.top_p, stop=cfg.stop, seed=derive_seed(cfg.seed, "code_verifier", question, i, steps[i]),
         )
         for i in indices
     ]
-    if not queries:
+    if not requests:
         return []
-    outcomes = yield queries
+    outcomes = yield requests
     out: list[CodeVerdict] = []
     for outcome in outcomes:
         if outcome.error or not outcome.texts:

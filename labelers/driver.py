@@ -5,7 +5,7 @@ ONE ``generate`` call, queries of the same solution adjacent and prompts byte-id
 hit. Results are graded and handed back; a solution whose request failed after the engine's retries is
 stopped and reported as failed with the engine's message, never given made-up outcomes.
 
-Checks that need a model but no grading (the judge, the code verifier) yield :class:`PromptQuery` and go
+Checks that need a model but no grading (the judge, the code verifier) yield complete :class:`GenerationRequest` objects and go
 through the same waves (:meth:`WaveDriver.run_checks`); their engine errors are handed back to them in the
 :class:`TextOutcome` rather than stopping them.
 
@@ -26,7 +26,6 @@ from labelers.base import (
     CheckRun,
     Labeler,
     LabelerRun,
-    PromptQuery,
     RolloutOutcome,
     RolloutQuery,
     SolutionTask,
@@ -88,10 +87,9 @@ class WaveDriver:
         self.sampling = sampling
         self.on_wave = on_wave
 
-    def _request(self, task: SolutionTask | None, query: RolloutQuery | PromptQuery) -> GenerationRequest:
-        if isinstance(query, PromptQuery):
-            return GenerationRequest(prompt=query.prompt, n=query.n, max_tokens=query.max_tokens,
-                                     temperature=query.temperature, top_p=query.top_p, stop=query.stop, seed=query.seed)
+    def _request(self, task: SolutionTask | None, query: RolloutQuery | GenerationRequest) -> GenerationRequest:
+        if isinstance(query, GenerationRequest):  # a check's request goes out as it is
+            return query
         if task is None or self.build_prompt is None or self.sampling is None:
             raise TypeError("a rollout query needs its solution task and the driver's rollout settings")
         prompt = self.build_prompt(task.question, query.steps)
@@ -106,9 +104,9 @@ class WaveDriver:
             seed=derive_seed(s.base_seed, task.problem_id, prompt),
         )
 
-    def _outcome(self, task: SolutionTask | None, query: RolloutQuery | PromptQuery,
+    def _outcome(self, task: SolutionTask | None, query: RolloutQuery | GenerationRequest,
                  gen: GenerationResult) -> RolloutOutcome | TextOutcome:
-        if isinstance(query, PromptQuery):
+        if isinstance(query, GenerationRequest):
             return TextOutcome(tuple(c.text for c in gen.completions), gen.tokens_generated, gen.error)
         assert task is not None and self.judge is not None
         # A continuation cut off by max_tokens has no final answer, whatever its last number says.

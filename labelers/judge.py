@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from labelers.base import CheckRun, PromptQuery
+from labelers.base import CheckRun
 from labelers.driver import WaveDriver
 from labelers.judge_config import JudgeConfig
-from rollouts.engines.base import Engine, derive_seed
+from rollouts.engines.base import Engine, GenerationRequest, derive_seed
 
 __all__ = [
     "JudgeConfig",
@@ -53,7 +53,7 @@ __all__ = [
     "build_judge_prompt",
     "parse_judgement",
     "majority_vote",
-    "judge_query",
+    "judge_request",
     "judge_run",
     "judge_solutions",
 ]
@@ -231,8 +231,8 @@ def majority_vote(
 # ---------------------------------------------------------------- engine
 
 
-def judge_query(item: JudgeItem, config: JudgeConfig, base_seed: int) -> PromptQuery:
-    return PromptQuery(
+def judge_request(item: JudgeItem, config: JudgeConfig, base_seed: int) -> GenerationRequest:
+    return GenerationRequest(
         prompt=build_judge_prompt(item.problem, item.steps, config.template),
         n=config.samples,
         max_tokens=config.max_tokens,
@@ -246,7 +246,7 @@ def judge_query(item: JudgeItem, config: JudgeConfig, base_seed: int) -> PromptQ
 def judge_run(item: JudgeItem, config: JudgeConfig, base_seed: int) -> CheckRun:
     """Judge one solution: ``samples`` critiques in one query, then the vote. Returns a
     :class:`JudgeVerdict`, or :class:`JudgeFailure` when the engine failed the request."""
-    [outcome] = yield [judge_query(item, config, base_seed)]
+    [outcome] = yield [judge_request(item, config, base_seed)]
     if outcome.error:
         return JudgeFailure(f"engine error on the judge request: {outcome.error}")
     if not outcome.texts:
