@@ -37,23 +37,30 @@ def test_llama_cpp_engine_generates_reproducibly(llama_engine):
     assert "Step 1:" in texts[0] or "Step 1:" in texts[1]  # the few-shot format is followed
 
 
-def test_cli_run_on_the_real_model(prefect_harness, llama_engine, tmp_path, monkeypatch):
+def run_on_the_model(llama_engine, tmp_path, monkeypatch, config: dict) -> tuple:
+    """`steplabel run` on 2 built-in problems x 2 solutions with the loaded model; (step_labels, rejects)."""
     from flows import resources
 
-    monkeypatch.setattr(resources, "build_engine", lambda config: llama_engine)  # reuse the loaded model
+    monkeypatch.setattr(resources, "build_engine", lambda engine_config: llama_engine)  # reuse the loaded model
     monkeypatch.setattr(llama_engine, "close", lambda: None)
-    config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps({
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(json.dumps({
         "source": {"kind": "builtin", "num_problems": 2},
         "sampling": {"num_solutions": 2, "max_tokens": 96},
+        **config,
+    }))
+    result = CliRunner().invoke(app, ["run", "--config", str(config_file), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    store = ShardStore(tmp_path / "d")
+    return store.read("step_labels"), store.read("rejects")
+
+
+def test_cli_run_on_the_real_model(prefect_harness, llama_engine, tmp_path, monkeypatch):
+    labels, rejects = run_on_the_model(llama_engine, tmp_path, monkeypatch, {
         "rollout": {"max_tokens": 64},
         "labeler": {"name": "math_shepherd", "k": 2},
         "policy": {"kind": "llama_cpp", "n_ctx": 1024},
-    }))
-    result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(tmp_path / "d")])
-    assert result.exit_code == 0, result.output
-    store = ShardStore(tmp_path / "d")
-    labels, rejects = store.read("step_labels"), store.read("rejects")
+    })
     assert labels.height + rejects.height == 4  # every sample is labelled or rejected with a reason
     assert (labels["policy_model"] == "gemma-3-270m-q4_k_m.gguf").all()
     for row in labels.iter_rows(named=True):
@@ -65,24 +72,13 @@ def test_cli_run_on_the_real_model(prefect_harness, llama_engine, tmp_path, monk
 def test_judge_and_code_checks_on_the_real_model(prefect_harness, llama_engine, tmp_path, monkeypatch):
     """With a model too weak to follow the judge and code-check instructions, every solution still ends
     labelled or rejected with the model's raw output kept; no verdict is guessed."""
-    from flows import resources
-
-    monkeypatch.setattr(resources, "build_engine", lambda config: llama_engine)
-    monkeypatch.setattr(llama_engine, "close", lambda: None)
-    config = tmp_path / "checks.yaml"
-    config.write_text(json.dumps({
-        "source": {"kind": "builtin", "num_problems": 2},
-        "sampling": {"num_solutions": 2, "max_tokens": 96},
+    labels, rejects = run_on_the_model(llama_engine, tmp_path, monkeypatch, {
         "rollout": {"max_tokens": 48},
         "labeler": {"name": "omegaprm", "k": 2},
         "policy": {"kind": "llama_cpp", "n_ctx": 2048},
         "verification": {"sympy": {}, "code": {"max_tokens": 48}},
         "judge": {"critic": {"max_tokens": 48}},
-    }))
-    result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(tmp_path / "d")])
-    assert result.exit_code == 0, result.output
-    store = ShardStore(tmp_path / "d")
-    labels, rejects = store.read("step_labels"), store.read("rejects")
+    })
     judged_out = rejects.filter(stage="judge")
     assert labels.height + rejects.height == 4
     for row in labels.iter_rows(named=True):  # kept: the judge gave an index and it agreed with MC
