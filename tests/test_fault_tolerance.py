@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories` under any import mode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from factories import make_reject_rows, make_step_label_rows  # noqa: E402
+from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
 
 from flows.config import RunConfig, parse_config  # noqa: E402
 from rollouts.builtin_problems import generate_problems  # noqa: E402
@@ -364,9 +364,13 @@ def _check_two_writers(store: ShardStore, results: list[tuple], runs: dict[str, 
     m = store.manifest()
     assert store.versions() == ["v0001", "v0002"] and set(m.run_ids) == set(runs)
     assert sorted(m.shards) == sorted(s for ss in runs.values() for s in ss)
-    total = n * sum(len(s) for s in runs.values())
+    shards = sum(len(s) for s in runs.values())
+    total = n * shards
     df = store.read()
     assert df.height == total and df["solution_id"].n_unique() == total
+    assert store.read(REJECTS).height == 2 * shards
+    per_shard = expected_stats([(n, 3)], rejects=2)  # what _stage_run stages
+    assert {k: m.stats[k] for k in per_shard} == {k: shards * v for k, v in per_shard.items()}
     for entries in m.tables.values():
         for e in entries:  # nothing lost or corrupted
             path = store.fs.join(store.root, e.path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 from pathlib import Path
@@ -393,50 +392,6 @@ def test_explode_steps():
     assert out["soft_label"].to_list() == [1.0, 1.0, None, None]
     # lazy input stays lazy
     assert isinstance(explode_steps(df.lazy()), pl.LazyFrame)
-
-
-# ---- concurrency ---------------------------------------------------------------------------------------
-def _commit_worker(root: str, run_id: str, shards: list[str], barrier, queue) -> None:
-    try:
-        store = ShardStore(root)
-        for s in shards:
-            _stage(store, run_id, s, n=50, k=3, rejects=2)
-        barrier.wait(timeout=60)
-        m = _commit(store, run_id)
-        queue.put((run_id, m.version, m.parent))
-    except BaseException as e:  # report instead of hanging the parent
-        queue.put((run_id, "error", repr(e)))
-
-
-def test_concurrent_commits_from_two_processes(tmp_path: Path):
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(2), ctx.Queue()
-    runs = {"ra": ["a0", "a1", "a2"], "rb": ["b0", "b1"]}
-    procs = [
-        ctx.Process(target=_commit_worker, args=(str(tmp_path), run, shards, barrier, queue))
-        for run, shards in runs.items()
-    ]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=90) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    assert all(r[1] != "error" for r in results), results
-    by_version = sorted((v, parent) for _, v, parent in results)
-    assert by_version == [("v0001", None), ("v0002", "v0001")]
-
-    store = ShardStore(tmp_path)
-    m = store.manifest()
-    assert store.versions() == ["v0001", "v0002"] and set(m.run_ids) == {"ra", "rb"}
-    assert sorted(m.shards) == ["a0", "a1", "a2", "b0", "b1"]
-    df = store.read()
-    assert df.height == 250 and df["solution_id"].n_unique() == 250
-    assert store.read(REJECTS).height == 10
-    assert _stats(m) == {k: 5 * v for k, v in expected_stats([(50, 3)], rejects=2).items()}
-    for entry in m.tables[STEP_LABELS] + m.tables[REJECTS]:  # every file intact
-        pq.read_table(tmp_path / entry.path)
-    assert not list(tmp_path.rglob("*.tmp-*"))
 
 
 def test_a_column_added_later_reads_as_null_in_older_shards(tmp_path: Path):
