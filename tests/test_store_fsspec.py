@@ -1,5 +1,6 @@
-"""ShardStore on fsspec URLs: ``memory://`` (an object-store stand-in: no rename, no locks), ``FsspecFS`` over
-``file://`` (the same code against a real filesystem), and ``file://`` URLs routed to ``LocalFS``."""
+"""ShardStore on every kind of root: ``memory://`` (an object-store stand-in: no rename, no locks),
+``FsspecFS`` over ``file://`` (the same code against a real filesystem), ``file://`` URLs routed to
+``LocalFS``, and a plain local path. The crash-recovery tests run on all four."""
 
 from __future__ import annotations
 
@@ -64,8 +65,10 @@ def memory_root():
         pass
 
 
-@pytest.fixture(params=["memory", "fsspec-file", "file-url"])
+@pytest.fixture(params=["memory", "fsspec-file", "file-url", "local"])
 def store(request, tmp_path: Path, memory_root: str) -> ShardStore:
+    if request.param == "local":
+        return ShardStore(tmp_path / "data")
     if request.param == "memory":
         return ShardStore(memory_root)
     if request.param == "fsspec-file":
@@ -152,11 +155,16 @@ def test_crash_between_promote_and_manifest(store: ShardStore, monkeypatch: pyte
         _commit(store, "r2")
     monkeypatch.undo()
     assert len(_files(store, "shards")) == 2 + 4  # promoted, but not visible
-    assert store.latest() == "v0001" and store.read().sort("solution_id").equals(before)
+    assert store.latest() == "v0001" and store.versions() == ["v0001"]
+    assert store.read().sort("solution_id").equals(before) and store.committed_run_ids() == {"r1"}
 
     m = _commit(store, "r2")  # the rerun finishes the job
-    assert m.version == "v0002" and store.read().height == 12 and store.read(REJECTS).height == 6
+    assert m.created and m.version == "v0002"
+    df = store.read()
+    assert df.height == 12 and df["solution_id"].n_unique() == 12
+    assert store.read(REJECTS)["item_id"].n_unique() == store.read(REJECTS).height == 6
     assert _stats(m) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
+    assert "r2" not in _files(store, "staging")
 
 
 def test_crash_mid_promotion(store: ShardStore, monkeypatch: pytest.MonkeyPatch):
@@ -178,6 +186,7 @@ def test_crash_mid_promotion(store: ShardStore, monkeypatch: pytest.MonkeyPatch)
     assert store.latest() is None and store.read().height == 0
     m = _commit(store, "r1")
     assert m.version == "v0001" and store.read().height == 9 and store.read(REJECTS).height == 6
+    assert _stats(m) == expected_stats([(3, 3)] * 3, rejects=6)
 
 
 @pytest.mark.parametrize("rerun", ["same-run", "other-run"])
@@ -193,10 +202,14 @@ def test_crash_after_manifest_before_latest(store: ShardStore, monkeypatch: pyte
     monkeypatch.undo()
     assert "v0002.json" in _files(store, "versions")
     assert store.latest() == "v0001" and store.versions() == ["v0001"] and store.read().height == 5
+    with pytest.raises(StoreError, match="available versions"):
+        store.manifest("v2")
     time.sleep(0.02)  # mtimes: the orphan is strictly older than the next lock
     if rerun == "same-run":
         m = _commit(store, "r2")
-        assert m.version == "v0002" and store.read().height == 9
+        assert m.created and m.version == "v0002" and m.parent == "v0001"
+        assert store.read().height == 9 and store.read()["solution_id"].n_unique() == 9
+        assert _stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
     else:
         _stage(store, "r3", "s9", n=2)
         m = _commit(store, "r3")
