@@ -15,7 +15,8 @@ import json
 
 import pyarrow as pa
 
-from storage.schema import REJECTS_SCHEMA, STEP_LABELS_SCHEMA
+from storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
+from storage.store import Manifest, ShardStore
 
 _T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -134,3 +135,29 @@ def expected_stats(
     out["rollouts"] += 2 * rejects
     out["tokens"] += 10 * rejects
     return out
+
+
+# ---- store helpers shared by the store tests ---------------------------------------------------------
+STORE_CONFIG = {"labeler": "hard_mc", "n_rollouts": 8}
+
+
+def commit_run(store: ShardStore, run_id: str, **kw) -> Manifest:
+    return store.commit(run_id, config=STORE_CONFIG, config_hash="cfg-test", code_version="test", **kw)
+
+
+def stage_shard(store: ShardStore, run_id: str, shard_id: str, n: int = 5, k: int = 3, rejects: int = 2) -> None:
+    """Stage ``n`` solutions of ``k`` steps and ``rejects`` reject rows (stats: ``expected_stats([(n, k)], rejects)``)."""
+    store.stage(
+        run_id,
+        shard_id,
+        {
+            STEP_LABELS: make_step_label_rows(n, run_id=run_id, shard_id=shard_id, steps_per_solution=k),
+            REJECTS: make_reject_rows(rejects, run_id=run_id, shard_id=shard_id),
+        },
+    )
+
+
+def manifest_stats(m: Manifest) -> dict:
+    """The manifest's statistics, keyed like :func:`expected_stats`."""
+    return {k: m.stats[k] for k in expected_stats()}
+

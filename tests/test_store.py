@@ -15,32 +15,19 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories` under any import mode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
+from factories import (  # noqa: E402
+    STORE_CONFIG,
+    commit_run,
+    expected_stats,
+    make_reject_rows,
+    make_step_label_rows,
+    manifest_stats,
+    stage_shard,
+)
 
 from storage.schema import REJECTS, STEP_LABELS, STEP_LABELS_SCHEMA, schema_fingerprint  # noqa: E402
-from storage.store import PARQUET_WRITE_OPTIONS, Manifest, ShardStore, StoreError  # noqa: E402
+from storage.store import PARQUET_WRITE_OPTIONS, ShardStore, StoreError  # noqa: E402
 from storage.views import STEP_VIEW_COLUMNS, explode_steps  # noqa: E402
-
-CFG = {"labeler": "hard_mc", "n_rollouts": 8}
-
-
-def _commit(store: ShardStore, run_id: str, **kw) -> Manifest:
-    return store.commit(run_id, config=CFG, config_hash="cfg-test", code_version="test", **kw)
-
-
-def _stage(store: ShardStore, run_id: str, shard_id: str, n: int = 5, k: int = 3, rejects: int = 2) -> None:
-    store.stage(
-        run_id,
-        shard_id,
-        {
-            STEP_LABELS: make_step_label_rows(n, run_id=run_id, shard_id=shard_id, steps_per_solution=k),
-            REJECTS: make_reject_rows(rejects, run_id=run_id, shard_id=shard_id),
-        },
-    )
-
-
-def _stats(m: Manifest) -> dict:
-    return {k: m.stats[k] for k in expected_stats()}
 
 
 def _sorted_rows(df: pl.DataFrame, key: str) -> list[dict]:
@@ -58,7 +45,7 @@ def test_round_trip_exact_rows_and_stats(tmp_path: Path):
     # staged data is invisible to readers
     assert store.read().height == 0 and store.read(REJECTS).height == 0
 
-    m = _commit(store, "r1", message="first")
+    m = commit_run(store, "r1", message="first")
     assert m.created and m.version == "v0001" and m.parent is None
     assert store.latest() == "v0001" and store.versions() == ["v0001"]
     assert (tmp_path / "LATEST").read_text().strip() == "v0001"
@@ -72,11 +59,11 @@ def test_round_trip_exact_rows_and_stats(tmp_path: Path):
 
     # exact stats, independent of the store: i=0..6, k=4 -> first_error -1,1,2,-1,0,1,-1
     # positives: 4+1+2+4+0+1+4 = 16 of 28 steps
-    assert _stats(m) == {
+    assert manifest_stats(m) == {
         "solutions": 7, "steps": 28, "positive_steps": 16, "negative_steps": 12, "rejects": 3,
         "rollouts": 7 * 16 + 3 * 2, "tokens": sum(100 + i for i in range(7)) + 3 * 10,
     }  # fmt: skip
-    assert _stats(m) == expected_stats([(7, 4)], rejects=3)
+    assert manifest_stats(m) == expected_stats([(7, 4)], rejects=3)
     assert m.stats["label_balance"] == pytest.approx(16 / 28)
 
     # manifest on disk: relative content-addressed paths with correct sha/rows/bytes
@@ -92,15 +79,15 @@ def test_round_trip_exact_rows_and_stats(tmp_path: Path):
 
         assert hashlib.sha256(f.read_bytes()).hexdigest() == entry["sha256"]
     assert on_disk["schemas"][STEP_LABELS] == schema_fingerprint(STEP_LABELS_SCHEMA)
-    assert on_disk["config"] == CFG and on_disk["config_hash"] == "cfg-test" and on_disk["message"] == "first"
+    assert on_disk["config"] == STORE_CONFIG and on_disk["config_hash"] == "cfg-test" and on_disk["message"] == "first"
     assert on_disk["run_ids"] == ["r1"] and on_disk["parent"] is None and on_disk["created_at"]
     assert store.committed_run_ids() == {"r1"}
 
 
 def test_parquet_written_with_store_options(tmp_path: Path):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=10)
-    m = _commit(store, "r1")
+    stage_shard(store, "r1", "s0", n=10)
+    m = commit_run(store, "r1")
     meta = pq.ParquetFile(tmp_path / m.tables[STEP_LABELS][0].path).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
     assert meta.row_group(0).column(0).has_offset_index  # page index written
@@ -109,22 +96,22 @@ def test_parquet_written_with_store_options(tmp_path: Path):
 
 def test_versions_accumulate(tmp_path: Path):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=5)
-    _stage(store, "r1", "s1", n=4)
-    v1 = _commit(store, "r1")
+    stage_shard(store, "r1", "s0", n=5)
+    stage_shard(store, "r1", "s1", n=4)
+    v1 = commit_run(store, "r1")
     v1_rows = store.read().sort("solution_id")
 
-    _stage(store, "r2", "s2", n=6, k=2, rejects=1)
-    v2 = _commit(store, "r2")
+    stage_shard(store, "r2", "s2", n=6, k=2, rejects=1)
+    v2 = commit_run(store, "r2")
     assert (v2.version, v2.parent) == ("v0002", "v0001")
     assert store.versions() == ["v0001", "v0002"] and store.latest() == "v0002"
     assert v2.run_ids == ["r1", "r2"] and store.committed_run_ids() == {"r1", "r2"}
     assert [e.shard_id for e in v2.tables[STEP_LABELS]] == ["s0", "s1", "s2"]
 
     exp1 = expected_stats([(5, 3), (4, 3)], rejects=4)
-    assert _stats(v1) == exp1
+    assert manifest_stats(v1) == exp1
     exp2 = {k: exp1[k] + expected_stats([(6, 2)], rejects=1)[k] for k in exp1}
-    assert _stats(v2) == exp2
+    assert manifest_stats(v2) == exp2
 
     # v2 = v1 + new shard; old version stays readable and unchanged
     all_rows = store.read()
@@ -141,12 +128,12 @@ def test_versions_accumulate(tmp_path: Path):
 
 def test_crash_after_latest_before_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=5)
+    stage_shard(store, "r1", "s0", n=5)
     monkeypatch.setattr(ShardStore, "_cleanup_staging", lambda self, run_id: None)
-    m1 = _commit(store, "r1")
+    m1 = commit_run(store, "r1")
     monkeypatch.undo()
     assert store.staged_shards("r1") == ["s0"]
-    m2 = _commit(store, "r1")
+    m2 = commit_run(store, "r1")
     assert not m2.created and m2.version == m1.version == "v0001"
     assert store.versions() == ["v0001"] and store.read().height == 5
     assert not (tmp_path / "staging" / "r1").exists()
@@ -154,28 +141,28 @@ def test_crash_after_latest_before_cleanup(tmp_path: Path, monkeypatch: pytest.M
 
 def test_double_commit_is_idempotent(tmp_path: Path):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=5)
-    m1 = _commit(store, "r1")
-    m2 = _commit(store, "r1")
+    stage_shard(store, "r1", "s0", n=5)
+    m1 = commit_run(store, "r1")
+    m2 = commit_run(store, "r1")
     assert m1.created and not m2.created and m2.version == "v0001"
     assert store.versions() == ["v0001"] and store.read().height == 5
 
     # re-staging an already committed shard (same or another run) adds nothing
-    _stage(store, "r1", "s0", n=5)
-    assert not _commit(store, "r1").created
-    _stage(store, "r9", "s0", n=5)
-    m3 = _commit(store, "r9")
+    stage_shard(store, "r1", "s0", n=5)
+    assert not commit_run(store, "r1").created
+    stage_shard(store, "r9", "s0", n=5)
+    m3 = commit_run(store, "r9")
     assert not m3.created and store.versions() == ["v0001"] and store.read().height == 5
     # committing a run with nothing staged at all
-    assert not _commit(store, "never-staged").created
+    assert not commit_run(store, "never-staged").created
 
 
 def test_stage_is_idempotent_and_marker_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=5)
+    stage_shard(store, "r1", "s0", n=5)
     marker = tmp_path / "staging" / "r1" / "s0.done"
     mtime = marker.stat().st_mtime_ns
-    _stage(store, "r1", "s0", n=99)  # already staged: ignored
+    stage_shard(store, "r1", "s0", n=99)  # already staged: ignored
     assert marker.stat().st_mtime_ns == mtime
 
     # crash while writing the second table: no marker -> not staged -> redone on the next call
@@ -190,14 +177,14 @@ def test_stage_is_idempotent_and_marker_last(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(store.fs, "write_parquet_atomic", flaky)
     with pytest.raises(Exception, match="disk full"):
-        _stage(store, "r1", "s1", n=4)
+        stage_shard(store, "r1", "s1", n=4)
     monkeypatch.undo()
     assert not store.is_staged("r1", "s1") and store.staged_shards("r1") == ["s0"]
-    _stage(store, "r1", "s1", n=4)
+    stage_shard(store, "r1", "s1", n=4)
     assert store.staged_shards("r1") == ["s0", "s1"]
     assert not list((tmp_path / "staging" / "r1").glob("*.tmp-*"))
-    m = _commit(store, "r1")
-    assert store.read().height == 9 and _stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
+    m = commit_run(store, "r1")
+    assert store.read().height == 9 and manifest_stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
 
 
 def test_schema_mismatch_errors(tmp_path: Path):
@@ -227,7 +214,7 @@ def test_schema_mismatch_errors(tmp_path: Path):
     ok = ok.select(list(reversed(ok.column_names)))
     store.stage("r1", "s0", {STEP_LABELS: ok})
     store.stage("r1", "s1", {STEP_LABELS: pl.from_arrow(make_step_label_rows(2, run_id="r1", shard_id="s1"))})
-    _commit(store, "r1")
+    commit_run(store, "r1")
     df = store.read().sort("solution_id")
     assert df.columns == STEP_LABELS_SCHEMA.names and df["first_error"].to_list() == [1, -1, -1, 1]
 
@@ -236,8 +223,8 @@ def test_errors_name_versions_and_paths(tmp_path: Path):
     store = ShardStore(tmp_path)
     with pytest.raises(StoreError, match="no committed version"):
         store.manifest()
-    _stage(store, "r1", "s0")
-    _commit(store, "r1")
+    stage_shard(store, "r1", "s0")
+    commit_run(store, "r1")
     assert store.manifest("v1").version == store.manifest("v0001").version == store.manifest("1").version
     with pytest.raises(StoreError) as ei:
         store.manifest("v7")
@@ -250,11 +237,11 @@ def test_errors_name_versions_and_paths(tmp_path: Path):
 
 def test_tampered_staged_file_is_detected(tmp_path: Path):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0")
+    stage_shard(store, "r1", "s0")
     f = tmp_path / "staging" / "r1" / "s0.step_labels.parquet"
     pq.write_table(make_step_label_rows(1, shard_id="s0"), f)
     with pytest.raises(StoreError, match=r"s0\.step_labels\.parquet.*changed after staging"):
-        _commit(store, "r1")
+        commit_run(store, "r1")
     assert store.latest() is None
 
 
@@ -270,15 +257,15 @@ def test_empty_store_and_missing_table(tmp_path: Path):
     assert store.committed_run_ids() == set()
 
     store.stage("r1", "s0", {STEP_LABELS: make_step_label_rows(2, run_id="r1", shard_id="s0")})
-    _commit(store, "r1")
+    commit_run(store, "r1")
     rej = store.read(REJECTS)  # version without any rejects shard
     assert rej.height == 0 and "reason" in rej.columns
 
 
 def test_summary(tmp_path: Path):
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "s0", n=7, k=4, rejects=3)
-    _commit(store, "r1")
+    stage_shard(store, "r1", "s0", n=7, k=4, rejects=3)
+    commit_run(store, "r1")
     s = store.summary()
     exp = expected_stats([(7, 4)], rejects=3)
     for key in ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens"):
@@ -315,12 +302,12 @@ def test_explode_steps():
 def test_a_column_added_later_reads_as_null_in_older_shards(tmp_path: Path):
     """Schema evolution: shards written before a nullable column existed stay readable next to new ones."""
     store = ShardStore(tmp_path)
-    _stage(store, "r1", "old")
-    _commit(store, "r1")
+    stage_shard(store, "r1", "old")
+    commit_run(store, "r1")
     old_file = tmp_path / store.manifest().tables[STEP_LABELS][0].path
     pq.write_table(pq.read_table(old_file).drop_columns(["tool_checks"]), old_file)  # as an older version wrote it
-    _stage(store, "r2", "new")
-    _commit(store, "r2")
+    stage_shard(store, "r2", "new")
+    commit_run(store, "r2")
     rows = store.read(STEP_LABELS)
     assert rows.height == 10 and rows.columns == STEP_LABELS_SCHEMA.names
     assert rows.filter(pl.col("shard_id") == "old")["tool_checks"].null_count() == 5

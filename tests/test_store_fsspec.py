@@ -19,7 +19,14 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories` under any import mode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
+from factories import (  # noqa: E402
+    commit_run,
+    expected_stats,
+    make_reject_rows,
+    make_step_label_rows,
+    manifest_stats,
+    stage_shard,
+)
 
 from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
 from storage.store import (  # noqa: E402
@@ -31,27 +38,6 @@ from storage.store import (  # noqa: E402
     StoreError,
     make_fs,
 )
-
-CFG = {"labeler": "hard_mc", "n_rollouts": 8}
-
-
-def _commit(store: ShardStore, run_id: str) -> Manifest:
-    return store.commit(run_id, config=CFG, config_hash="cfg-test", code_version="test")
-
-
-def _stage(store: ShardStore, run_id: str, shard_id: str, n: int = 5, k: int = 3, rejects: int = 2) -> None:
-    store.stage(
-        run_id,
-        shard_id,
-        {
-            STEP_LABELS: make_step_label_rows(n, run_id=run_id, shard_id=shard_id, steps_per_solution=k),
-            REJECTS: make_reject_rows(rejects, run_id=run_id, shard_id=shard_id),
-        },
-    )
-
-
-def _stats(m: Manifest) -> dict:
-    return {k: m.stats[k] for k in expected_stats()}
 
 
 @pytest.fixture
@@ -99,7 +85,7 @@ def test_stage_commit_read_summary(store: ShardStore):
     assert store.read().height == 0  # staged data is invisible to readers
     store.stage("r1", "s0", {STEP_LABELS: sl, REJECTS: rj})  # idempotent
 
-    m = _commit(store, "r1")
+    m = commit_run(store, "r1")
     assert m.created and m.version == "v0001" and m.parent is None
     assert store.latest() == "v0001" and store.versions() == ["v0001"]
     got = store.read().sort("solution_id")
@@ -107,7 +93,7 @@ def test_stage_commit_read_summary(store: ShardStore):
     assert store.read(REJECTS).sort("item_id").equals(pl.from_arrow(rj).sort("item_id"))
     lazy = store.scan().filter(pl.col("first_error") == -1).select("solution_id").collect()
     assert 0 < lazy.height < 7
-    assert _stats(m) == expected_stats([(7, 4)], rejects=3)
+    assert manifest_stats(m) == expected_stats([(7, 4)], rejects=3)
     summary = store.summary()
     assert summary["root"] == store.root and summary["version"] == "v0001" and summary["solutions"] == 7
     assert summary["files"][STEP_LABELS]["files"] == 1 and summary["shards"] == 1
@@ -120,56 +106,56 @@ def test_stage_commit_read_summary(store: ShardStore):
     assert not any(".tmp-" in n for rel in ("", "shards", "versions") for n in _files(store, rel))
     assert not any(n.startswith(".lock") for n in _files(store, "")) or isinstance(store.fs, LocalFS)
 
-    again = _commit(store, "r1")  # nothing new
+    again = commit_run(store, "r1")  # nothing new
     assert not again.created and store.versions() == ["v0001"]
 
 
 def test_two_versions(store: ShardStore):
-    _stage(store, "r1", "s0", n=5)
-    _commit(store, "r1")
-    _stage(store, "r2", "s1", n=4)
-    _stage(store, "r2", "s2", n=3)
-    m2 = _commit(store, "r2")
+    stage_shard(store, "r1", "s0", n=5)
+    commit_run(store, "r1")
+    stage_shard(store, "r2", "s1", n=4)
+    stage_shard(store, "r2", "s2", n=3)
+    m2 = commit_run(store, "r2")
     assert m2.version == "v0002" and m2.parent == "v0001" and m2.run_ids == ["r1", "r2"]
     assert store.versions() == ["v0001", "v0002"]
     assert store.read(version="v1").height == 5 and store.read().height == 12
     assert store.read()["solution_id"].n_unique() == 12
-    assert _stats(m2) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
+    assert manifest_stats(m2) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
     assert store.summary("v1")["solutions"] == 5 and store.summary()["versions"] == ["v0001", "v0002"]
     with pytest.raises(StoreError, match="available versions"):
         store.manifest("v9")
 
 
 def test_crash_between_promote_and_manifest(store: ShardStore, monkeypatch: pytest.MonkeyPatch):
-    _stage(store, "r1", "s0", n=5)
-    _commit(store, "r1")
+    stage_shard(store, "r1", "s0", n=5)
+    commit_run(store, "r1")
     before = store.read().sort("solution_id")
-    _stage(store, "r2", "s1", n=4)
-    _stage(store, "r2", "s2", n=3)
+    stage_shard(store, "r2", "s1", n=4)
+    stage_shard(store, "r2", "s2", n=3)
 
     def boom(self, manifest):
         raise OSError("simulated crash before manifest write")
 
     monkeypatch.setattr(ShardStore, "_write_manifest", boom)
     with pytest.raises(OSError, match="simulated crash"):
-        _commit(store, "r2")
+        commit_run(store, "r2")
     monkeypatch.undo()
     assert len(_files(store, "shards")) == 2 + 4  # promoted, but not visible
     assert store.latest() == "v0001" and store.versions() == ["v0001"]
     assert store.read().sort("solution_id").equals(before) and store.committed_run_ids() == {"r1"}
 
-    m = _commit(store, "r2")  # the rerun finishes the job
+    m = commit_run(store, "r2")  # the rerun finishes the job
     assert m.created and m.version == "v0002"
     df = store.read()
     assert df.height == 12 and df["solution_id"].n_unique() == 12
     assert store.read(REJECTS)["item_id"].n_unique() == store.read(REJECTS).height == 6
-    assert _stats(m) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
+    assert manifest_stats(m) == expected_stats([(5, 3), (4, 3), (3, 3)], rejects=6)
     assert "r2" not in _files(store, "staging")
 
 
 def test_crash_mid_promotion(store: ShardStore, monkeypatch: pytest.MonkeyPatch):
     for s in ("s0", "s1", "s2"):
-        _stage(store, "r1", s, n=3)
+        stage_shard(store, "r1", s, n=3)
     real = ShardStore._promote
     calls = {"n": 0}
 
@@ -181,24 +167,24 @@ def test_crash_mid_promotion(store: ShardStore, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(ShardStore, "_promote", flaky)
     with pytest.raises(OSError):
-        _commit(store, "r1")
+        commit_run(store, "r1")
     monkeypatch.undo()
     assert store.latest() is None and store.read().height == 0
-    m = _commit(store, "r1")
+    m = commit_run(store, "r1")
     assert m.version == "v0001" and store.read().height == 9 and store.read(REJECTS).height == 6
-    assert _stats(m) == expected_stats([(3, 3)] * 3, rejects=6)
+    assert manifest_stats(m) == expected_stats([(3, 3)] * 3, rejects=6)
 
 
 @pytest.mark.parametrize("rerun", ["same-run", "other-run"])
 def test_crash_after_manifest_before_latest(store: ShardStore, monkeypatch: pytest.MonkeyPatch, rerun: str):
     """The orphan v0002 (written, never pointed to) is not visible; the next commit, by the same run or by
     another one, replaces it (it predates the lock that commit holds)."""
-    _stage(store, "r1", "s0", n=5)
-    _commit(store, "r1")
-    _stage(store, "r2", "s1", n=4)
+    stage_shard(store, "r1", "s0", n=5)
+    commit_run(store, "r1")
+    stage_shard(store, "r2", "s1", n=4)
     monkeypatch.setattr(ShardStore, "_swap_latest", lambda self, v: (_ for _ in ()).throw(OSError("crash")))
     with pytest.raises(OSError, match="crash"):
-        _commit(store, "r2")
+        commit_run(store, "r2")
     monkeypatch.undo()
     assert "v0002.json" in _files(store, "versions")
     assert store.latest() == "v0001" and store.versions() == ["v0001"] and store.read().height == 5
@@ -206,15 +192,15 @@ def test_crash_after_manifest_before_latest(store: ShardStore, monkeypatch: pyte
         store.manifest("v2")
     time.sleep(0.02)  # mtimes: the orphan is strictly older than the next lock
     if rerun == "same-run":
-        m = _commit(store, "r2")
+        m = commit_run(store, "r2")
         assert m.created and m.version == "v0002" and m.parent == "v0001"
         assert store.read().height == 9 and store.read()["solution_id"].n_unique() == 9
-        assert _stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
+        assert manifest_stats(m) == expected_stats([(5, 3), (4, 3)], rejects=4)
     else:
-        _stage(store, "r3", "s9", n=2)
-        m = _commit(store, "r3")
+        stage_shard(store, "r3", "s9", n=2)
+        m = commit_run(store, "r3")
         assert m.version == "v0002" and m.run_ids == ["r1", "r3"] and store.read().height == 7
-        assert _commit(store, "r2").version == "v0003"  # r2's staging is still there and commits next
+        assert commit_run(store, "r2").version == "v0003"  # r2's staging is still there and commits next
         assert store.read().height == 11
 
 
@@ -222,9 +208,9 @@ def test_manifest_claimed_by_a_concurrent_writer_is_a_conflict(memory_root: str,
     """Two writers that both believe they hold the lock (a lock broken as stale while its holder lived)
     cannot both publish v0002: the exclusive create makes the late one fail without touching LATEST."""
     store = ShardStore(memory_root)
-    _stage(store, "r1", "s0", n=5)
-    _commit(store, "r1")
-    _stage(store, "r2", "s1", n=4)
+    stage_shard(store, "r1", "s0", n=5)
+    commit_run(store, "r1")
+    stage_shard(store, "r2", "s1", n=4)
     real = FsspecFS.write_exclusive
 
     def racing(self, path, data):
@@ -235,7 +221,7 @@ def test_manifest_claimed_by_a_concurrent_writer_is_a_conflict(memory_root: str,
 
     monkeypatch.setattr(FsspecFS, "write_exclusive", racing)
     with pytest.raises(StoreError, match="claimed by another writer"):
-        _commit(store, "r2")
+        commit_run(store, "r2")
     assert store.latest() == "v0001" and store.read().height == 5
     assert json.loads(store.fs.read_bytes(store.fs.join(memory_root, "versions", "v0002.json")))["run_id"] == "intruder"
 
@@ -259,12 +245,12 @@ def test_remote_lock_excludes_and_breaks_stale_locks(memory_root: str):
 
 def test_commit_lock_timeout_is_a_store_error(memory_root: str):
     store = ShardStore(memory_root, lock_timeout=0.3)
-    _stage(store, "r1", "s0")
+    stage_shard(store, "r1", "s0")
     store.fs.write_atomic(store._lock_file, json.dumps({"owner": "other", "created": time.time()}).encode())
     with pytest.raises(StoreError, match="could not acquire"):
-        _commit(store, "r1")
+        commit_run(store, "r1")
     store.fs.remove(store._lock_file)
-    assert _commit(store, "r1").version == "v0001"
+    assert commit_run(store, "r1").version == "v0001"
 
 
 def test_concurrent_commits_from_threads_on_memory(memory_root: str):
@@ -272,14 +258,14 @@ def test_concurrent_commits_from_threads_on_memory(memory_root: str):
     for run, shards in runs.items():
         store = ShardStore(memory_root)
         for s in shards:
-            _stage(store, run, s, n=10)
+            stage_shard(store, run, s, n=10)
     barrier = threading.Barrier(len(runs))
     results: dict[str, tuple] = {}
 
     def worker(run: str) -> None:
         barrier.wait(timeout=30)
         try:
-            m = _commit(ShardStore(memory_root), run)
+            m = commit_run(ShardStore(memory_root), run)
             results[run] = (m.version, m.parent)
         except BaseException as e:  # noqa: BLE001
             results[run] = ("error", repr(e))
