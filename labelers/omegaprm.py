@@ -109,8 +109,7 @@ class OmegaTree:
         self.by_steps: dict[tuple[str, ...], State] = {(): self.root}
         self.pool: list[Candidate] = []
         self._order = 0
-        self.rollouts = 0
-        self.tokens = 0
+        self.rollouts = 0  # the question's, for its rollout budget
         self.searches = 0
         self.filtered = False  # the question filter dropped this question
         self.pairs_handed_out: set[tuple[tuple[str, ...], ...]] = set()
@@ -130,7 +129,6 @@ class OmegaTree:
         state.rollouts += outcome.texts
         state.flags += outcome.correct_flags
         self.rollouts += outcome.total
-        self.tokens += outcome.tokens
         if pool and 0.0 < state.mc < 1.0:
             for text, ok in zip(outcome.texts, outcome.correct_flags, strict=True):
                 if not ok:
