@@ -76,6 +76,15 @@ SHARD_TASK_OPTIONS: dict[str, Any] = {
 }
 
 
+def shard_progress(store: ShardStore, run_id: str, shard_id: str,
+                   committed: set[str] | None = None) -> tuple[bool, bool]:
+    """(finished, labelled) by the store's own files: verified output staged or committed; labelled
+    output, verified or not (only a run that defers verification stages it unverified)."""
+    committed = store.committed_shard_ids() if committed is None else committed
+    finished = shard_id in committed or store.is_staged(run_id, shard_id)
+    return finished, finished or store.is_staged(unverified_run(run_id), shard_id)
+
+
 def run_id_for(config: RunConfig) -> str:
     """Runs are named by their config: rerunning the same config resumes the same run."""
     return f"run-{config.hash()[:12]}"
@@ -102,10 +111,8 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
 def label_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: str, problems: list[dict[str, str]]) -> dict:
     store = ShardStore(out)
     run_config = RunConfig.model_validate(config)
-    # a kill between staging and Prefect's result record leaves the shard staged but uncached
     deferred = run_config.defers_verification
-    if (store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids()
-            or deferred and store.is_staged(unverified_run(run_id), shard_id)):
+    if shard_progress(store, run_id, shard_id)[1]:  # a kill before Prefect's result record: staged, uncached
         emit(ProgressEvent("shard_skipped", shard_id=shard_id))
         return {"shard_id": shard_id, "skipped": True, "deferred": deferred}
     plan = ShardPlan(shard_id, tuple(Problem(**p) for p in problems))
@@ -148,7 +155,7 @@ def verify_shard_task(out: str, run_id: str, config: dict[str, Any], shard_id: s
     on Dask workers.
     """
     store = ShardStore(out)
-    if not (store.is_staged(run_id, shard_id) or shard_id in store.committed_shard_ids()):
+    if not shard_progress(store, run_id, shard_id)[0]:
         work = unverified_run(run_id)
         labels = verify_table(store.read_staged(work, shard_id, STEP_LABELS), RunConfig.model_validate(config))
         store.stage(run_id, shard_id, {STEP_LABELS: labels, REJECTS: store.read_staged(work, shard_id, REJECTS)})
@@ -195,8 +202,7 @@ def pipeline_flow(config: dict[str, Any], out: str, run_id: str | None = None) -
         reports, verifying = [], []
         for plan in plans:
             sid = plan.shard_id
-            finished = sid in committed or store.is_staged(run_id, sid)
-            labelled = finished or store.is_staged(unverified_run(run_id), sid)
+            finished, labelled = shard_progress(store, run_id, sid, committed)
             # a cached result counts only while the store holds what the task made
             state = label.with_options(refresh_cache=not labelled)(
                 out, run_id, config, sid, [asdict(p) for p in plan.problems], return_state=True
