@@ -25,14 +25,14 @@ import httpx  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from flows.config import parse_config  # noqa: E402
-from flows.shard import RunContext, label_shard, plan_shards  # noqa: E402
-from rollouts.engines.base import GenerationRequest, sample_seed  # noqa: E402
-from rollouts.engines.llama_cpp_engine import available_cores, default_model_path  # noqa: E402
-from rollouts.engines.openai_compat import OpenAICompatEngine  # noqa: E402
-from rollouts.grading import Grader  # noqa: E402
-from rollouts.sources import load_problems  # noqa: E402
-from storage.store import ShardStore  # noqa: E402
+from steplabel.flows.config import parse_config  # noqa: E402
+from steplabel.labelling.shard import RunContext, label_shard, plan_shards  # noqa: E402
+from steplabel.rollouts.engines.base import GenerationRequest, sample_seed  # noqa: E402
+from steplabel.rollouts.engines.llama_cpp_engine import available_cores, default_model_path  # noqa: E402
+from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine  # noqa: E402
+from steplabel.rollouts.grading import Grader  # noqa: E402
+from steplabel.rollouts.sources import load_problems  # noqa: E402
+from steplabel.storage.store import ShardStore  # noqa: E402
 from tests.test_openai_compat import llama_server  # noqa: E402
 
 

@@ -33,13 +33,13 @@ from benchmarks.simulated_policy import (  # noqa: E402
     make_problems,
     sample_solutions,
 )
-from labelers.driver import RolloutSampling, WaveDriver  # noqa: E402
-from labelers.math_shepherd_config import MathShepherdConfig  # noqa: E402
-from labelers.omegaprm_config import OmegaPRMConfig  # noqa: E402
-from labelers.registry import make_labeler  # noqa: E402
-from labelers.rpe_config import RPEConfig  # noqa: E402
-from labelers.scan_config import ScanConfig  # noqa: E402
-from steplabel.evaluate import processbench_metrics  # noqa: E402
+from steplabel.labelers.driver import RolloutSampling, WaveDriver  # noqa: E402
+from steplabel.labelers.math_shepherd_config import MathShepherdConfig  # noqa: E402
+from steplabel.labelers.omegaprm_config import OmegaPRMConfig  # noqa: E402
+from steplabel.labelers.registry import make_labeler  # noqa: E402
+from steplabel.labelers.rpe_config import RPEConfig  # noqa: E402
+from steplabel.labelers.scan_config import ScanConfig  # noqa: E402
+from steplabel.labelling.evaluate import processbench_metrics  # noqa: E402
 
 NOISE_LEVELS = {"low": 0.03, "moderate": 0.1, "high": 0.2}
 

@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from benchmarks.reporting import show_and_save  # noqa: E402
-from flows.config import parse_config  # noqa: E402
-from flows.shard import RunContext, label_shard, plan_shards  # noqa: E402
-from rollouts.builtin_problems import generate_problems  # noqa: E402
-from rollouts.engines.base import GenerationRequest, sample_seed  # noqa: E402
-from rollouts.grading import Grader  # noqa: E402
-from rollouts.sources import load_problems  # noqa: E402
-from storage.store import ShardStore  # noqa: E402
+from steplabel.flows.config import parse_config  # noqa: E402
+from steplabel.labelling.shard import RunContext, label_shard, plan_shards  # noqa: E402
+from steplabel.rollouts.builtin_problems import generate_problems  # noqa: E402
+from steplabel.rollouts.engines.base import GenerationRequest, sample_seed  # noqa: E402
+from steplabel.rollouts.grading import Grader  # noqa: E402
+from steplabel.rollouts.sources import load_problems  # noqa: E402
+from steplabel.storage.store import ShardStore  # noqa: E402
 from tests.scripted_engine import ScriptedEngine  # noqa: E402
 
 

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.verifiers import DEFAULT_DATA  # noqa: E402
-from labelers.code_verifier import verify_steps_with_code  # noqa: E402
-from labelers.code_verifier_config import CodeVerifierConfig  # noqa: E402
-from labelers.judge import JudgeItem, JudgeVerdict, judge_solutions  # noqa: E402
-from labelers.judge_config import JudgeConfig  # noqa: E402
-from labelers.sympy_verifier import verify_solution  # noqa: E402
-from steplabel.evaluate import processbench_metrics  # noqa: E402
+from steplabel.checks.code_verifier import verify_steps_with_code  # noqa: E402
+from steplabel.checks.code_verifier_config import CodeVerifierConfig  # noqa: E402
+from steplabel.checks.judge import JudgeItem, JudgeVerdict, judge_solutions  # noqa: E402
+from steplabel.checks.judge_config import JudgeConfig  # noqa: E402
+from steplabel.checks.sympy_verifier import verify_solution  # noqa: E402
+from steplabel.labelling.evaluate import processbench_metrics  # noqa: E402
 
 
 def balanced_traces(rows: list[dict], n: int) -> list[dict]:
@@ -52,7 +52,7 @@ def main() -> int:
     if not args.data.exists():
         print(f"skipped: {args.data} not found (BIG-Bench Mistake data lives in ../shared/data)")
         return 0
-    from rollouts.engines.llama_cpp_engine import LlamaCppEngine
+    from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
 
     rows = balanced_traces([json.loads(line) for line in args.data.read_text().splitlines() if line.strip()],
                            args.traces)

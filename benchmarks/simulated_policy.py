@@ -24,16 +24,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelers.base import SolutionTask
-from rollouts.engines.base import (
+from steplabel.labelers.base import SolutionTask
+from steplabel.rollouts.engines.base import (
     Completion,
     GenerationRequest,
     GenerationResult,
     derive_seed,
     sample_seed,
 )
-from rollouts.prompts import prefix_prompt
-from rollouts.steps import split_steps
+from steplabel.rollouts.prompts import prefix_prompt
+from steplabel.rollouts.steps import split_steps
 
 TEMPLATE = "Question: {question}\n"
 STEP_FORMAT = "step_pattern"
@@ -65,7 +65,7 @@ def judge(text: str, reference: str) -> bool:
 
 
 class SimulatedPolicy:
-    """An :class:`rollouts.engines.base.Engine` over a set of simulated problems."""
+    """An :class:`steplabel.rollouts.engines.base.Engine` over a set of simulated problems."""
 
     model_name = "simulated-policy"
 

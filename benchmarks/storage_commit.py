@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage.schema import STEP_LABELS, STEP_LABELS_SCHEMA  # noqa: E402
-from storage.store import PARQUET_WRITE_OPTIONS, ShardStore  # noqa: E402
+from steplabel.storage.schema import STEP_LABELS, STEP_LABELS_SCHEMA  # noqa: E402
+from steplabel.storage.store import PARQUET_WRITE_OPTIONS, ShardStore  # noqa: E402
 
 _WORDS = (
     "the of and to a in is that we for it as with be by this are on so then let which from equation value "

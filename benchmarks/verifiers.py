@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labelers.sympy_verifier import REFUTED, SympyVerifierConfig, verify_solution  # noqa: E402
+from steplabel.checks.sympy_verifier import REFUTED, SympyVerifierConfig, verify_solution  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "big_bench_mistake" / "multistep_arithmetic.jsonl"
 

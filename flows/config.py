@@ -17,15 +17,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from labelers.code_verifier_config import CodeVerifierConfig
-from labelers.consensus_config import ConsensusConfig
-from labelers.hybrid_config import HybridConfig
-from labelers.judge_config import JudgeConfig
-from labelers.math_shepherd_config import MathShepherdConfig
-from labelers.omegaprm_config import OmegaPRMConfig
-from labelers.rpe_config import RPEConfig
-from labelers.scan_config import ScanConfig
-from labelers.sympy_verifier_config import SympyVerifierConfig
+from steplabel.checks.code_verifier_config import CodeVerifierConfig
+from steplabel.checks.consensus_config import ConsensusConfig
+from steplabel.checks.hybrid_config import HybridConfig
+from steplabel.checks.judge_config import JudgeConfig
+from steplabel.labelers.math_shepherd_config import MathShepherdConfig
+from steplabel.labelers.omegaprm_config import OmegaPRMConfig
+from steplabel.labelers.rpe_config import RPEConfig
+from steplabel.labelers.scan_config import ScanConfig
+from steplabel.checks.sympy_verifier_config import SympyVerifierConfig
 
 
 @cache

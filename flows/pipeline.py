@@ -1,11 +1,11 @@
 """The pipeline flow: source -> one task per shard (sample + label + stage) -> commit a version.
 
 Tasks exchange small JSON-able values (paths, ids, config dicts); the heavy objects (models, grader)
-live in :mod:`flows.resources`. The shard tasks persist their results as JSON and are cached by Prefect
+live in :mod:`steplabel.flows.resources`. The shard tasks persist their results as JSON and are cached by Prefect
 on config hash + shard id, so rerunning the same config (or ``--resume``) skips finished shards. A
 cached result only counts while the store still holds the shard's output: when it does not (the dataset
 was deleted or moved), the task reruns and overwrites the record. Committing is idempotent (see
-:mod:`storage.store`).
+:mod:`steplabel.storage.store`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
-from flows import resources
-from flows.config import RunConfig, code_version
-from flows.progress import ProgressEvent, emit
-from flows.shard import (
+from steplabel.flows import resources
+from steplabel.flows.config import RunConfig, code_version
+from steplabel.flows.progress import ProgressEvent, emit
+from steplabel.labelling.shard import (
     RunContext,
     ShardPlan,
     label_shard,
@@ -31,10 +31,10 @@ from flows.shard import (
     source_reject_table,
     verify_table,
 )
-from rollouts.engines.base import EngineError
-from rollouts.sources import Problem, load_problems
-from storage.schema import REJECTS, SCHEMAS, STEP_LABELS
-from storage.store import ShardStore, is_local_root, local_path
+from steplabel.rollouts.engines.base import EngineError
+from steplabel.rollouts.sources import Problem, load_problems
+from steplabel.storage.schema import REJECTS, SCHEMAS, STEP_LABELS
+from steplabel.storage.store import ShardStore, is_local_root, local_path
 
 TRANSIENT_ERRORS = (OSError, TimeoutError, EngineError)
 # Missing or forbidden paths fail the same way on every try.

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flows.config import EngineConfig, GradingConfig
-from rollouts.engines.base import Engine
-from rollouts.grading import Grader
+from steplabel.flows.config import EngineConfig, GradingConfig
+from steplabel.rollouts.engines.base import Engine
+from steplabel.rollouts.grading import Grader
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -26,11 +26,11 @@ _holders = 0
 
 def build_engine(config: EngineConfig) -> Engine:
     if config.kind == "llama_cpp":
-        from rollouts.engines.llama_cpp_engine import LlamaCppEngine
+        from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(config.model_path, n_ctx=config.n_ctx, n_threads=config.n_threads)
     if config.kind == "openai":
-        from rollouts.engines.openai_compat import OpenAICompatEngine
+        from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine
 
         return OpenAICompatEngine(
             base_urls=config.base_urls,
@@ -42,7 +42,7 @@ def build_engine(config: EngineConfig) -> Engine:
             split_n=config.split_n,
         )
     if config.kind == "vllm":
-        from rollouts.engines.vllm_process import VLLMProcessEngine
+        from steplabel.rollouts.engines.vllm_process import VLLMProcessEngine
 
         return VLLMProcessEngine(
             config.model,

@@ -6,7 +6,7 @@ continue, k samples each), receives the matching list of :class:`RolloutOutcome`
 solution of a shard; the same labeler runs unchanged on a scripted engine, a CPU model or vLLM.
 
 The model-based checks (the judge, the code verifier) are generators of the same kind that yield
-:class:`~rollouts.engines.base.GenerationRequest` (a complete prompt, sent as is, not graded) and receive
+:class:`~steplabel.rollouts.engines.base.GenerationRequest` (a complete prompt, sent as is, not graded) and receive
 :class:`TextOutcome`, so
 the same driver batches them across a shard.
 """
@@ -17,7 +17,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rollouts.engines.base import GenerationRequest
+from steplabel.rollouts.engines.base import GenerationRequest
 
 
 @dataclass(frozen=True)

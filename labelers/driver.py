@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelers.base import (
+from steplabel.labelers.base import (
     CheckRun,
     Labeler,
     LabelerRun,
@@ -31,7 +31,7 @@ from labelers.base import (
     SolutionTask,
     TextOutcome,
 )
-from rollouts.engines.base import Engine, GenerationRequest, GenerationResult, derive_seed
+from steplabel.rollouts.engines.base import Engine, GenerationRequest, GenerationResult, derive_seed
 
 PromptBuilder = Callable[[str, tuple[str, ...]], str]
 """(question, prefix steps) -> the exact text the completer continues."""

@@ -1,19 +1,19 @@
 """Math-Shepherd MC labelling: k rollouts from every step prefix, one wave per solution.
 
-Formulas and defaults: :mod:`labelers.math_shepherd_config`. Every step is labelled, including steps
+Formulas and defaults: :mod:`steplabel.labelers.math_shepherd_config`. Every step is labelled, including steps
 after the first error, as in the public Math-Shepherd data.
 """
 
 from __future__ import annotations
 
-from labelers.base import (
+from steplabel.labelers.base import (
     LabelerRun,
     RolloutOutcome,
     RolloutQuery,
     SolutionTask,
     StepLabels,
 )
-from labelers.math_shepherd_config import MathShepherdConfig
+from steplabel.labelers.math_shepherd_config import MathShepherdConfig
 
 
 class MathShepherdLabeler:

@@ -1,6 +1,6 @@
 """OmegaPRM: binary search for the first error, optionally inside the OmegaPRM tree search.
 
-Formulas and defaults: :mod:`labelers.omegaprm_config`. One ``label(task)`` call per solution:
+Formulas and defaults: :mod:`steplabel.labelers.omegaprm_config`. One ``label(task)`` call per solution:
 
 * ``binary_search``: search the solution itself. A correct final answer means MC(full solution) > 0, so
   every step is good and no rollouts are spent. Otherwise the full solution is a known MC = 0 state and
@@ -43,15 +43,15 @@ import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from labelers.base import (
+from steplabel.labelers.base import (
     LabelerRun,
     RolloutOutcome,
     RolloutQuery,
     SolutionTask,
     StepLabels,
 )
-from labelers.omegaprm_config import OmegaPRMConfig
-from rollouts.steps import split_steps
+from steplabel.labelers.omegaprm_config import OmegaPRMConfig
+from steplabel.rollouts.steps import split_steps
 
 Search = Generator[list[RolloutQuery], list[RolloutOutcome], "list[State]"]
 

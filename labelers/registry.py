@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from labelers.base import Labeler
-from labelers.math_shepherd import MathShepherdLabeler
-from labelers.math_shepherd_config import MathShepherdConfig
-from labelers.omegaprm import OmegaPRMLabeler
-from labelers.omegaprm_config import OmegaPRMConfig
-from labelers.rpe import RPELabeler
-from labelers.rpe_config import RPEConfig
-from labelers.scan import ScanLabeler
-from labelers.scan_config import ScanConfig
+from steplabel.labelers.base import Labeler
+from steplabel.labelers.math_shepherd import MathShepherdLabeler
+from steplabel.labelers.math_shepherd_config import MathShepherdConfig
+from steplabel.labelers.omegaprm import OmegaPRMLabeler
+from steplabel.labelers.omegaprm_config import OmegaPRMConfig
+from steplabel.labelers.rpe import RPELabeler
+from steplabel.labelers.rpe_config import RPEConfig
+from steplabel.labelers.scan import ScanLabeler
+from steplabel.labelers.scan_config import ScanConfig
 
 AnyLabelerConfig = MathShepherdConfig | OmegaPRMConfig | ScanConfig | RPEConfig
 

@@ -1,4 +1,4 @@
-"""GenPRM relative progress estimation (RPE) labels: formulas in :mod:`labelers.rpe_config`.
+"""GenPRM relative progress estimation (RPE) labels: formulas in :mod:`steplabel.labelers.rpe_config`.
 
 One wave per solution: k rollouts from the question (MC(s_1), the base of step 1's ratio) and from every
 proper step prefix; the last step is its own graded final answer. ``extra["relative_progress"]`` holds
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labelers.base import (
+from steplabel.labelers.base import (
     LabelerRun,
     RolloutOutcome,
     RolloutQuery,
     SolutionTask,
     StepLabels,
 )
-from labelers.rpe_config import RPEConfig
+from steplabel.labelers.rpe_config import RPEConfig
 
 
 def relative_progress(base_mc: float, mc: Sequence[float]) -> list[float | None]:

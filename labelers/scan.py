@@ -1,6 +1,6 @@
 """SCAN: self-confidence, no rollouts for confident correct solutions, forward scan to the first zero.
 
-Formulas, defaults and the SC estimate: :mod:`labelers.scan_config`.
+Formulas, defaults and the SC estimate: :mod:`steplabel.labelers.scan_config`.
 
 Per-problem self-confidence is shared through the labeler instance (one instance per shard run). Every
 solution first waits one wave (the driver's empty yield) so that all solutions of the shard have
@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from labelers.base import LabelerRun, RolloutQuery, SolutionTask, StepLabels
-from labelers.scan_config import ScanConfig
+from steplabel.labelers.base import LabelerRun, RolloutQuery, SolutionTask, StepLabels
+from steplabel.labelers.scan_config import ScanConfig
 
 
 def tolerance_soft_labels(c: Sequence[float], error: int, n_steps: int, sc: float, d: int) -> list[float]:

@@ -13,7 +13,7 @@ tolerance distance d (code: d = 2):
 
 Paper / code: N = 128 samples at T = 1.0, k = 8, SC threshold 0.75, d = 2; questions below the threshold
 are dropped, incorrect responses with no zero are discarded, positives and negatives are sampled down to
-the same count (:func:`labelers.scan.balance`).
+the same count (:func:`steplabel.labelers.scan.balance`).
 
 Here SC is estimated from the shard's own sampled solutions of the problem (``sc_from_solutions``: their
 graded final answers are policy samples from the question) topped up with ``sc_samples - #solutions``

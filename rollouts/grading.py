@@ -29,7 +29,7 @@ from fractions import Fraction
 from multiprocessing.connection import Connection
 from typing import Any
 
-from rollouts.answers import ExtractedAnswer, extract_answer
+from steplabel.rollouts.answers import ExtractedAnswer, extract_answer
 
 LAYERS: tuple[str, ...] = ("no_answer", "string", "numeric", "math_verify", "timeout", "unparsable")
 REL_TOL = Fraction(1, 10_000)

@@ -6,7 +6,7 @@ time for the same prefix, so llama.cpp's and vLLM's prefix caches reuse the shar
 
 from __future__ import annotations
 
-from rollouts.steps import join_steps
+from steplabel.rollouts.steps import join_steps
 
 
 def solution_prompt(template: str, question: str) -> str:

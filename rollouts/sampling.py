@@ -10,11 +10,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
-from rollouts.grading import Grader, Verdict
-from rollouts.prompts import solution_prompt
-from rollouts.sources import Problem
-from rollouts.steps import split_steps
+from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from steplabel.rollouts.grading import Grader, Verdict
+from steplabel.rollouts.prompts import solution_prompt
+from steplabel.rollouts.sources import Problem
+from steplabel.rollouts.steps import split_steps
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollouts.answers import reference_answer
-from rollouts.builtin_problems import generate_problems
+from steplabel.rollouts.answers import reference_answer
+from steplabel.rollouts.builtin_problems import generate_problems
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _limited(records: Iterator[tuple[str, Any]], limit: int | None) -> Iterator[
 
 
 def load_problems(source_config: Any) -> tuple[list[Problem], list[SourceReject]]:
-    """Read the configured source (see ``flows.config`` for the three kinds)."""
+    """Read the configured source (see ``steplabel.flows.config`` for the three kinds)."""
     kind = source_config.kind
     if kind == "builtin":
         generated = generate_problems(source_config.num_problems, source_config.seed)

@@ -1,10 +1,10 @@
 """Inspection of a committed version: statistics, row filters and version diffs (pure polars, no CLI).
 
-Used by ``steplabel inspect`` (:mod:`steplabel.cli_inspect`) and ``steplabel report``
-(:mod:`steplabel.report`); usable directly from Python::
+Used by ``steplabel inspect`` (:mod:`steplabel.cli.inspect_cmd`) and ``steplabel report``
+(:mod:`steplabel.storage.html_report`); usable directly from Python::
 
-    from storage.store import ShardStore
-    from storage.inspection import version_stats, filter_rows, diff_versions
+    from steplabel.storage.store import ShardStore
+    from steplabel.storage.inspection import version_stats, filter_rows, diff_versions
 
     store = ShardStore("steplabel-data")
     stats = version_stats(store)                                   # latest version
@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from storage.schema import REJECTS, STEP_LABELS
+from steplabel.storage.schema import REJECTS, STEP_LABELS
 
 __all__ = [
     "MC_BINS",

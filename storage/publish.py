@@ -2,7 +2,7 @@
 
 The commit holds, for version ``vN`` of the store:
 
-* ``<format>/<split>-00000-of-00001.parquet`` for every format of :data:`storage.exporters.FORMATS`, each
+* ``<format>/<split>-00000-of-00001.parquet`` for every format of :data:`steplabel.storage.exporters.FORMATS`, each
   format a Hub "config" (TRL stepwise supervision is the default). PRM800K is Parquet here too (the same
   records as the JSONL export, as nested columns): ``datasets`` and the Hub viewer read all configs of a
   repo with one builder, inferred from the first config's files, so a JSONL config beside Parquet ones
@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from storage.exporters import (
+from steplabel.storage.exporters import (
     DEFAULT_FORMAT,
     FORMATS,
     OPENR_STEP_TAG,
@@ -167,7 +167,7 @@ def build_card(
 ) -> str:
     """The dataset card (README.md) of one version.
 
-    ``manifest``: the version's :class:`storage.store.Manifest` (or its dict); ``stats``: :func:`data_stats`
+    ``manifest``: the version's :class:`steplabel.storage.store.Manifest` (or its dict); ``stats``: :func:`data_stats`
     of the version's rows, optionally with ``rows: {config: {split: n}}``; ``formats``: config name ->
     split -> path in the repo. The TRL config is marked ``default: true``."""
     m = _as_dict(manifest)

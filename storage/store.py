@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from storage.schema import REJECTS, SCHEMAS, STEP_LABELS, schema_fingerprint
+from steplabel.storage.schema import REJECTS, SCHEMAS, STEP_LABELS, schema_fingerprint
 
 __all__ = [
     "FsspecFS",
@@ -1022,7 +1022,7 @@ def _check_id(kind: str, value: str) -> str:
 
 
 def explode_steps(df: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
-    """Per-step view of ``step_labels`` (one row per step); see :mod:`storage.views`."""
-    from storage.views import explode_steps as _explode
+    """Per-step view of ``step_labels`` (one row per step); see :mod:`steplabel.storage.views`."""
+    from steplabel.storage.views import explode_steps as _explode
 
     return _explode(df)

@@ -15,8 +15,8 @@ import json
 
 import pyarrow as pa
 
-from storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
-from storage.store import Manifest, ShardStore
+from steplabel.storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
+from steplabel.storage.store import Manifest, ShardStore
 
 _T0 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 

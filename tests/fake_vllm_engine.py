@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     EngineError,
     GenerationRequest,

@@ -26,7 +26,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def arithmetic_script_factory(num_problems: int, seed: int, sleep_s: float):
-    from rollouts.builtin_problems import generate_problems
+    from steplabel.rollouts.builtin_problems import generate_problems
 
     answers = {p.question: p.answer for p in generate_problems(num_problems, seed=seed)}
 
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", action="store_true", help="print 'EVENT <kind> <shard>' lines as the run goes")
     args = parser.parse_args(argv)
 
-    from flows import resources
-    from flows.config import load_config
-    from flows.pipeline import pipeline_flow, run_id_for
+    from steplabel.flows import resources
+    from steplabel.flows.config import load_config
+    from steplabel.flows.pipeline import pipeline_flow, run_id_for
     from tests.scripted_engine import ScriptedEngine
 
     config = load_config(args.config)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = ScriptedEngine(script)
     resources.build_engine = lambda engine_config: engine  # what the flow tests monkeypatch
     if args.events:
-        from flows.progress import add_listener
+        from steplabel.flows.progress import add_listener
 
         def print_event(event) -> None:
             if event.kind != "wave":

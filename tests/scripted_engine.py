@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     GenerationRequest,
     GenerationResult,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rollouts.answers import ExtractedAnswer, extract_answer, reference_answer
+from steplabel.rollouts.answers import ExtractedAnswer, extract_answer, reference_answer
 
 
 @pytest.mark.parametrize(

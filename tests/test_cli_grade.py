@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from steplabel.cli import app
+from steplabel.cli.main import app
 
 
 def test_grade_writes_one_verdict_per_line_in_order(tmp_path):

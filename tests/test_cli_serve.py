@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flows.config import load_config
-from flows.pipeline import pipeline_flow, run_id_for
-from steplabel.cli_serve import check_cron, deployment_name, serve_command
+from steplabel.flows.config import load_config
+from steplabel.flows.pipeline import pipeline_flow, run_id_for
+from steplabel.cli.serve import check_cron, deployment_name, serve_command
 
 CONFIG = {
     "name": "nightly",
@@ -100,7 +100,7 @@ def test_check_cron_agrees_with_prefects_schedule():
 
 
 def test_registered_in_the_real_cli():
-    from steplabel.cli import app as real_app
+    from steplabel.cli.main import app as real_app
 
     names = {c.name or c.callback.__name__ for c in real_app.registered_commands}
     assert {"run", "inspect", "report", "export", "publish", "grade", "evaluate", "serve"} <= names

@@ -4,15 +4,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from labelers.code_verifier import (
+from steplabel.checks.code_verifier import (
     build_prompt,
     extract_code,
     verdict_from_result,
     verify_steps_with_code,
 )
-from labelers.code_verifier_config import CodeVerifierConfig
-from rollouts.engines.base import Completion, GenerationRequest, GenerationResult
-from rollouts.sandbox import SandboxResult
+from steplabel.checks.code_verifier_config import CodeVerifierConfig
+from steplabel.rollouts.engines.base import Completion, GenerationRequest, GenerationResult
+from steplabel.checks.sandbox import SandboxResult
 
 STEPS = ["12 * 5 = 60", "60 + 7 = 68", "The answer is 68."]
 

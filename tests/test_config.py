@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import ConfigError, RunConfig, load_config, parse_config
+from steplabel.flows.config import ConfigError, RunConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

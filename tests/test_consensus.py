@@ -7,13 +7,13 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from labelers.consensus import (
+from steplabel.checks.consensus import (
     ConsensusDecision,
     consensus,
     judge_labels_from_first_error,
     retention,
 )
-from labelers.consensus_config import ConsensusConfig
+from steplabel.checks.consensus_config import ConsensusConfig
 
 G, B = True, False
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import parse_config
-from steplabel.cli_serve import check_cron
+from steplabel.flows.config import parse_config
+from steplabel.cli.serve import check_cron
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO / "deploy" / "prefect.yaml"
@@ -34,7 +34,7 @@ def test_prefect_yaml_matches_prefects_model(prefect_yaml):
 def test_deployments_resolve_and_validate(prefect_yaml):
     from prefect.flows import load_flow_from_entrypoint
 
-    from storage.store import _check_id
+    from steplabel.storage.store import _check_id
 
     pools = set()
     for deployment in prefect_yaml["deployments"]:

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from flows.config import parse_config
-from labelers.hybrid_config import HybridConfig
-from labelers.judge_config import JudgeConfig
-from rollouts.engines.base import GenerationRequest, derive_seed
-from steplabel.evaluate import (
+from steplabel.flows.config import parse_config
+from steplabel.checks.hybrid_config import HybridConfig
+from steplabel.checks.judge_config import JudgeConfig
+from steplabel.rollouts.engines.base import GenerationRequest, derive_seed
+from steplabel.labelling.evaluate import (
     BenchmarkError,
     load_benchmark,
     predict_first_errors,
@@ -71,7 +71,7 @@ def test_predict_first_errors_with_math_shepherd_and_binary_search():
         {"id": "c", "problem": "What is 2 + 3?", "reference": "5", "label": -1,
          "steps": ["Step 1: fine", "Step 2: The answer is 5."], "final_answer_correct": True},
     ]
-    from rollouts.grading import Grader
+    from steplabel.rollouts.grading import Grader
 
     grader = Grader()
     try:
@@ -142,7 +142,7 @@ HYBRID_RECORDS = [
 
 @pytest.fixture
 def grader():
-    from rollouts.grading import Grader
+    from steplabel.rollouts.grading import Grader
 
     g = Grader()
     yield g

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.exporters import (
+from steplabel.storage.exporters import (
     FORMATS,
     IMPORTERS,
     MATH_SHEPHERD_TAG,
@@ -34,7 +34,7 @@ from storage.exporters import (
     to_prm800k,
     to_trl,
 )
-from storage.store import ShardStore
+from steplabel.storage.store import ShardStore
 from tests.factories import make_step_label_rows
 
 CFG = {"name": "t", "source": {"kind": "hf", "dataset": "openai/gsm8k"}, "engine": {"kind": "openai", "api_key": "sk-x"}}
@@ -282,7 +282,7 @@ def test_trl_prm_tokenize_row_places_labels_on_step_ends(tmp_path: Path):
 
 
 def test_searched_paths_become_extra_examples(tmp_path):
-    from storage.exporters import export_version
+    from steplabel.storage.exporters import export_version
 
     table = make_step_label_rows(2, run_id="r", shard_id="s0", steps_per_solution=3)
     rows = table.to_pylist()

@@ -29,11 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from factories import expected_stats, make_reject_rows, make_step_label_rows  # noqa: E402
 
-from flows.config import RunConfig, parse_config  # noqa: E402
-from rollouts.builtin_problems import generate_problems  # noqa: E402
-from rollouts.sources import load_problems  # noqa: E402
-from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
-from storage.store import FsspecFS, ShardStore  # noqa: E402
+from steplabel.flows.config import RunConfig, parse_config  # noqa: E402
+from steplabel.rollouts.builtin_problems import generate_problems  # noqa: E402
+from steplabel.rollouts.sources import load_problems  # noqa: E402
+from steplabel.storage.schema import REJECTS, STEP_LABELS  # noqa: E402
+from steplabel.storage.store import FsspecFS, ShardStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "run_pipeline_script.py"
@@ -320,7 +320,7 @@ def flaky_server():
 @pytest.mark.flow
 @pytest.mark.parametrize("layout", ["one-flaky", "flaky-plus-dead"])
 def test_flaky_and_dead_servers_end_labelled_or_rejected(prefect_harness, flaky_server, tmp_path, layout):
-    from flows.pipeline import pipeline_flow, run_id_for
+    from steplabel.flows.pipeline import pipeline_flow, run_id_for
 
     base_urls = [flaky_server.url] if layout == "one-flaky" else [dead_url(), flaky_server.url]
     config = parse_config({

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rollouts.answers import ExtractedAnswer
-from rollouts.grading import Grader, Verdict, normalize_answer
+from steplabel.rollouts.answers import ExtractedAnswer
+from steplabel.rollouts.grading import Grader, Verdict, normalize_answer
 
 # A power tower: sympy tries to evaluate 9^(9^(9^9)) and never returns.
 HANG = "9^{9^{9^{9}}}"

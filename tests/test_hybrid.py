@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from labelers.hybrid import combine
-from labelers.hybrid_config import HybridConfig
+from steplabel.checks.hybrid import combine
+from steplabel.checks.hybrid_config import HybridConfig
 
 MC = [1.0, 0.5, 0.25, 0.0]
 

@@ -12,16 +12,16 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from steplabel.cli_inspect import inspect_command
-from steplabel.cli_report import report_command
-from steplabel.render import render_solutions
-from storage.inspection import (
+from steplabel.cli.inspect_cmd import inspect_command
+from steplabel.cli.report_cmd import report_command
+from steplabel.cli.render import render_solutions
+from steplabel.storage.inspection import (
     InspectionError,
     diff_versions,
     filter_rows,
     version_stats,
 )
-from storage.store import ShardStore
+from steplabel.storage.store import ShardStore
 from tests.factories import make_reject_rows, make_step_label_rows
 
 # Rows of shard s0 (make_step_label_rows(6, steps_per_solution=3)), i = 0..5:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from labelers.judge import (
+from steplabel.checks.judge import (
     JudgeFailure,
     JudgeItem,
     JudgeParse,
@@ -15,8 +15,8 @@ from labelers.judge import (
     majority_vote,
     parse_judgement,
 )
-from labelers.judge_config import DEFAULT_JUDGE_TEMPLATE, JudgeConfig
-from rollouts.engines.base import GenerationRequest, derive_seed
+from steplabel.checks.judge_config import DEFAULT_JUDGE_TEMPLATE, JudgeConfig
+from steplabel.rollouts.engines.base import GenerationRequest, derive_seed
 from tests.scripted_engine import ScriptedEngine, seeded_index
 
 STEPS = ("We have 3 apples.", "We buy 2 more, so 3 + 2 = 6.", "The answer is 6.")

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from labelers.base import SolutionTask
-from labelers.driver import RolloutSampling, WaveDriver
-from labelers.math_shepherd import MathShepherdLabeler
-from labelers.math_shepherd_config import MathShepherdConfig
-from rollouts.engines.base import GenerationRequest
-from rollouts.prompts import prefix_prompt
+from steplabel.labelers.base import SolutionTask
+from steplabel.labelers.driver import RolloutSampling, WaveDriver
+from steplabel.labelers.math_shepherd import MathShepherdLabeler
+from steplabel.labelers.math_shepherd_config import MathShepherdConfig
+from steplabel.rollouts.engines.base import GenerationRequest
+from steplabel.rollouts.prompts import prefix_prompt
 from tests.scripted_engine import ScriptedEngine
 
 TEMPLATE = "Question: {question}\n"

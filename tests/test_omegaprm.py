@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from labelers.base import RolloutOutcome, SolutionTask
-from labelers.omegaprm import OmegaPRMLabeler, OmegaTree
-from labelers.omegaprm_config import OmegaPRMConfig
-from rollouts.engines.base import GenerationRequest
+from steplabel.labelers.base import RolloutOutcome, SolutionTask
+from steplabel.labelers.omegaprm import OmegaPRMLabeler, OmegaTree
+from steplabel.labelers.omegaprm_config import OmegaPRMConfig
+from steplabel.rollouts.engines.base import GenerationRequest
 from tests.scripted_engine import ScriptedEngine
 from tests.test_labelers import driver_for, make_task, planted, steps_in_prompt
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed, sample_seed
-from rollouts.engines.openai_compat import OpenAICompatEngine
+from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed, sample_seed
+from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine
 
 
 def _req(prompt: str = "Question: 1+1?\nStep 1:", *, n: int = 1, seed: int = 7, **kw) -> GenerationRequest:

@@ -10,14 +10,14 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-import flows.shard
-from flows import resources
-from flows.config import RunConfig, parse_config
-from flows.pipeline import label_shard_task, pipeline_flow, run_id_for, verify_shard_task
-from rollouts.builtin_problems import generate_problems
-from rollouts.engines.base import GenerationRequest
-from steplabel.cli import app
-from storage.store import ShardStore
+import steplabel.labelling.shard
+from steplabel.flows import resources
+from steplabel.flows.config import RunConfig, parse_config
+from steplabel.flows.pipeline import label_shard_task, pipeline_flow, run_id_for, verify_shard_task
+from steplabel.rollouts.builtin_problems import generate_problems
+from steplabel.rollouts.engines.base import GenerationRequest
+from steplabel.cli.main import app
+from steplabel.storage.store import ShardStore
 from tests.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.flow
@@ -103,7 +103,7 @@ def test_cache_is_ignored_when_the_dataset_lost_the_shards(prefect_harness, scri
 def test_crash_mid_run_resumes_to_the_same_rows(prefect_harness, scripted, tmp_path, monkeypatch):
     reference = run(CONFIG, tmp_path / "uninterrupted")
     assert reference["created"]
-    real_label_shard = flows.shard.label_shard
+    real_label_shard = steplabel.labelling.shard.label_shard
     calls = {"n": 0}
 
     def crash_on_second_shard(*args, **kwargs):
@@ -112,12 +112,12 @@ def test_crash_mid_run_resumes_to_the_same_rows(prefect_harness, scripted, tmp_p
             raise RuntimeError("simulated crash")
         return real_label_shard(*args, **kwargs)
 
-    monkeypatch.setattr("flows.pipeline.label_shard", crash_on_second_shard)
+    monkeypatch.setattr("steplabel.flows.pipeline.label_shard", crash_on_second_shard)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(CONFIG, tmp_path / "crashy")
     crashy = ShardStore(tmp_path / "crashy")
     assert crashy.versions() == []  # nothing half-committed is visible
-    monkeypatch.setattr("flows.pipeline.label_shard", real_label_shard)
+    monkeypatch.setattr("steplabel.flows.pipeline.label_shard", real_label_shard)
     resumed = run(CONFIG, tmp_path / "crashy")
     assert resumed["shards_skipped"] == 1 and resumed["version"] == "v0001"
     columns = ["solution_id", "completions", "labels", "mc_scores", "first_error"]
@@ -167,17 +167,17 @@ def test_cli_run_inspect_and_show(prefect_harness, scripted, tmp_path):
 
 
 def test_cli_resume_by_run_id_uses_the_recorded_config(prefect_harness, scripted, tmp_path, monkeypatch):
-    real_label_shard = flows.shard.label_shard
+    real_label_shard = steplabel.labelling.shard.label_shard
 
     def crash_on_second_shard(*args, **kwargs):
         if args[0].shard_id == plan_shards_of(CONFIG)[1]:
             raise RuntimeError("simulated crash")
         return real_label_shard(*args, **kwargs)
 
-    monkeypatch.setattr("flows.pipeline.label_shard", crash_on_second_shard)
+    monkeypatch.setattr("steplabel.flows.pipeline.label_shard", crash_on_second_shard)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(CONFIG, tmp_path)
-    monkeypatch.setattr("flows.pipeline.label_shard", real_label_shard)
+    monkeypatch.setattr("steplabel.flows.pipeline.label_shard", real_label_shard)
     runner = CliRunner()
     run_id = run_id_for(CONFIG)
     missing = runner.invoke(app, ["run", "--out", str(tmp_path), "--resume", "run-nope"])
@@ -192,8 +192,8 @@ def test_cli_resume_by_run_id_uses_the_recorded_config(prefect_harness, scripted
 
 
 def plan_shards_of(config: RunConfig) -> list[str]:
-    from flows.shard import plan_shards
-    from rollouts.sources import load_problems
+    from steplabel.labelling.shard import plan_shards
+    from steplabel.rollouts.sources import load_problems
 
     problems, _ = load_problems(config.source)
     return [plan.shard_id for plan in plan_shards(problems, config.shard_size, config.hash())]
@@ -212,7 +212,7 @@ def test_source_rejects_of_every_run_are_kept(prefect_harness, scripted, tmp_pat
 
 
 def test_dask_task_runner_verifies_shards_on_a_local_cluster(prefect_harness, scripted, tmp_path):
-    from flows.pipeline import flow_for
+    from steplabel.flows.pipeline import flow_for
 
     threads = run(CONFIG, tmp_path / "threads")
     dask_config = CONFIG.model_copy(update={"orchestration": parse_config(

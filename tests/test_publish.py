@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from storage.exporters import FORMATS, from_prm800k
-from storage.publish import (
+from steplabel.storage.exporters import FORMATS, from_prm800k
+from steplabel.storage.publish import (
     REDACTED,
     build_card,
     data_stats,
@@ -20,7 +20,7 @@ from storage.publish import (
     publish,
     redact_config,
 )
-from storage.store import ShardStore
+from steplabel.storage.store import ShardStore
 from tests.factories import expected_stats, make_reject_rows, make_step_label_rows
 
 TOKEN = "hf_secretTOKENvalue0123456789abcdef"
@@ -237,7 +237,7 @@ def test_plan_files_selects_version(tmp_path: Path):
 # ---------------------------------------------------------------- CLI
 def _app():
     typer = pytest.importorskip("typer")
-    from steplabel.cli_export import export_command, publish_command
+    from steplabel.cli.export import export_command, publish_command
 
     app = typer.Typer()
     app.command("export")(export_command)

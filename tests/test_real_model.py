@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from steplabel.cli import app
-from storage.store import ShardStore
+from steplabel.cli.main import app
+from steplabel.storage.store import ShardStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.flow]
 @pytest.fixture(scope="module")
 def llama_engine():
     pytest.importorskip("llama_cpp")
-    from rollouts.engines.llama_cpp_engine import LlamaCppEngine
+    from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(n_ctx=1024)
     yield engine
@@ -24,8 +24,8 @@ def llama_engine():
 
 
 def test_llama_cpp_engine_generates_reproducibly(llama_engine):
-    from flows.config import FEWSHOT_STEPS_TEMPLATE
-    from rollouts.engines.base import GenerationRequest
+    from steplabel.flows.config import FEWSHOT_STEPS_TEMPLATE
+    from steplabel.rollouts.engines.base import GenerationRequest
 
     prompt = FEWSHOT_STEPS_TEMPLATE.replace("{question}", "Mia has 4 apples and buys 3 more. How many apples does she have?")
     request = GenerationRequest(prompt, n=2, max_tokens=48, temperature=0.8, top_p=1.0, stop=("\n\n", "\nQuestion:"), seed=11)
@@ -39,7 +39,7 @@ def test_llama_cpp_engine_generates_reproducibly(llama_engine):
 
 def run_on_the_model(llama_engine, tmp_path, monkeypatch, config: dict) -> tuple:
     """`steplabel run` on 2 built-in problems x 2 solutions with the loaded model; (step_labels, rejects)."""
-    from flows import resources
+    from steplabel.flows import resources
 
     monkeypatch.setattr(resources, "build_engine", lambda engine_config: llama_engine)  # reuse the loaded model
     monkeypatch.setattr(llama_engine, "close", lambda: None)

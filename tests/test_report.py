@@ -20,8 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from steplabel.report import BAD, GOOD, svg_bar_chart, write_report
-from storage.store import ShardStore
+from steplabel.storage.html_report import BAD, GOOD, svg_bar_chart, write_report
+from steplabel.storage.store import ShardStore
 from tests.factories import make_reject_rows, make_step_label_rows
 
 EVIL_STEP = '<script>alert("pwned")</script> & "quotes" <img src=x onerror=alert(1)>'

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows import resources
-from flows.config import GradingConfig, LlamaCppEngineConfig
+from steplabel.flows import resources
+from steplabel.flows.config import GradingConfig, LlamaCppEngineConfig
 
 
 class CountingEngine:

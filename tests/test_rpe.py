@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from labelers.rpe import (
+from steplabel.labelers.rpe import (
     RPELabeler,
     relative_progress,
     rpe_labels,
     zero_after_first_error,
 )
-from labelers.rpe_config import RPEConfig
+from steplabel.labelers.rpe_config import RPEConfig
 from tests.scripted_engine import ScriptedEngine
 from tests.test_labelers import driver_for, make_task, planted
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rollouts.sandbox import run_python
+from steplabel.checks.sandbox import run_python
 
 FAST = {"cpu_s": 1, "wall_s": 2, "memory_mb": 256, "max_output_bytes": 4000}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from labelers.base import RolloutQuery, SolutionTask
-from labelers.scan import ScanLabeler, balance, tolerance_soft_labels
-from labelers.scan_config import ScanConfig
+from steplabel.labelers.base import RolloutQuery, SolutionTask
+from steplabel.labelers.scan import ScanLabeler, balance, tolerance_soft_labels
+from steplabel.labelers.scan_config import ScanConfig
 from tests.scripted_engine import ScriptedEngine
 from tests.test_labelers import driver_for, make_task, planted, steps_in_prompt
 

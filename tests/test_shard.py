@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from flows.config import parse_config
-from flows.shard import RunContext, ShardPlan, label_shard, plan_shards
-from rollouts.engines.base import GenerationRequest
-from rollouts.grading import Grader
-from rollouts.sources import Problem
+from steplabel.flows.config import parse_config
+from steplabel.labelling.shard import RunContext, ShardPlan, label_shard, plan_shards
+from steplabel.rollouts.engines.base import GenerationRequest
+from steplabel.rollouts.grading import Grader
+from steplabel.rollouts.sources import Problem
 from tests.scripted_engine import ScriptedEngine
 
 CONFIG = parse_config({"sampling": {"num_solutions": 5}, "labeler": {"name": "math_shepherd", "k": 2}, "shard_size": 2})

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.config import BuiltinSource, FileSource
-from rollouts.builtin_problems import generate_problems
-from rollouts.sources import load_problems
+from steplabel.flows.config import BuiltinSource, FileSource
+from steplabel.rollouts.builtin_problems import generate_problems
+from steplabel.rollouts.sources import load_problems
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rollouts.steps import METHODS, join_steps, split_steps
+from steplabel.rollouts.steps import METHODS, join_steps, split_steps
 
 
 def test_blank_line_splits_paragraphs_and_drops_empties() -> None:

@@ -25,9 +25,9 @@ from factories import (  # noqa: E402
     stage_shard,
 )
 
-from storage.schema import REJECTS, STEP_LABELS, STEP_LABELS_SCHEMA, schema_fingerprint  # noqa: E402
-from storage.store import PARQUET_WRITE_OPTIONS, ShardStore, StoreError  # noqa: E402
-from storage.views import STEP_VIEW_COLUMNS, explode_steps  # noqa: E402
+from steplabel.storage.schema import REJECTS, STEP_LABELS, STEP_LABELS_SCHEMA, schema_fingerprint  # noqa: E402
+from steplabel.storage.store import PARQUET_WRITE_OPTIONS, ShardStore, StoreError  # noqa: E402
+from steplabel.storage.views import STEP_VIEW_COLUMNS, explode_steps  # noqa: E402
 
 
 def _sorted_rows(df: pl.DataFrame, key: str) -> list[dict]:

@@ -28,8 +28,8 @@ from factories import (  # noqa: E402
     stage_shard,
 )
 
-from storage.schema import REJECTS, STEP_LABELS  # noqa: E402
-from storage.store import (  # noqa: E402
+from steplabel.storage.schema import REJECTS, STEP_LABELS  # noqa: E402
+from steplabel.storage.store import (  # noqa: E402
     FsspecFS,
     LocalFS,
     Manifest,

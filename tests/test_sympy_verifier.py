@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelers.sympy_verifier import SympyVerifierConfig, verify_solution, verify_step
+from steplabel.checks.sympy_verifier import SympyVerifierConfig, verify_solution, verify_step
 
 V, R, U = "verified", "refuted", "unknown"
 

@@ -13,8 +13,8 @@ from benchmarks.verifiers import (
     gsm8k_right_answer_model_steps,
     reference_refutations,
 )
-from labelers.sympy_verifier import verify_step
-from labelers.sympy_verifier_config import SympyVerifierConfig
+from steplabel.checks.sympy_verifier import verify_step
+from steplabel.checks.sympy_verifier_config import SympyVerifierConfig
 
 GSM8K_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 

@@ -12,7 +12,7 @@ from benchmarks.verifiers import (
     evaluate,
     independent_value,
 )
-from labelers.sympy_verifier import SympyVerifierConfig, verify_solution
+from steplabel.checks.sympy_verifier import SympyVerifierConfig, verify_solution
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA.exists(), reason=f"{DEFAULT_DATA} not found")
 

@@ -1,4 +1,4 @@
-"""The vLLM engine in its own process (``VLLMProcessEngine`` + ``rollouts.engines.vllm_worker``).
+"""The vLLM engine in its own process (``VLLMProcessEngine`` + ``steplabel.rollouts.engines.vllm_worker``).
 
 Two parts:
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from rollouts.engines.base import Engine, EngineError, GenerationRequest, derive_seed
-from rollouts.engines.vllm_process import VLLMProcessEngine, convert_gguf_to_hf_in
+from steplabel.rollouts.engines.base import Engine, EngineError, GenerationRequest, derive_seed
+from steplabel.rollouts.engines.vllm_process import VLLMProcessEngine, convert_gguf_to_hf_in
 
 ECHO = "tests.fake_vllm_engine:EchoEngine"
 

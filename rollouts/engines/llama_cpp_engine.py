@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     EngineError,
     GenerationRequest,

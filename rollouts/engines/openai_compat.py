@@ -43,7 +43,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     EngineError,
     GenerationRequest,
@@ -134,7 +134,7 @@ def _split_tokens(total: int, k: int) -> list[int]:
 
 
 class OpenAICompatEngine:
-    """The :class:`~rollouts.engines.base.Engine` for OpenAI-compatible ``/v1/completions`` servers.
+    """The :class:`~steplabel.rollouts.engines.base.Engine` for OpenAI-compatible ``/v1/completions`` servers.
 
     Counters for cost accounting (cumulative over the engine's life):
     ``requests_sent`` HTTP requests sent (retries included), ``retries`` attempts that were retried,

@@ -3,7 +3,7 @@
 One ``generate`` call is one ``llm.generate(prompts, [SamplingParams, ...])`` call with one SamplingParams per
 request carrying that request's own seed (never one seeded SamplingParams broadcast over the batch: vLLM
 issue 50440 gives correlated samples). A request with ``n > 1`` is one vLLM request; vLLM V1 splits it into
-``n`` children seeded ``seed + i``, the seeds :func:`~rollouts.engines.base.sample_seed` names.
+``n`` children seeded ``seed + i``, the seeds :func:`~steplabel.rollouts.engines.base.sample_seed` names.
 
 Prompts keep the caller's order, except that requests are grouped so that equal prompts sit next to each
 other (a stable sort by first occurrence), which keeps shared prefixes co-scheduled for prefix caching;
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     EngineError,
     GenerationRequest,
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class VLLMEngine:
-    """The :class:`~rollouts.engines.base.Engine` on vLLM's offline ``LLM``.
+    """The :class:`~steplabel.rollouts.engines.base.Engine` on vLLM's offline ``LLM``.
 
     Counters: ``requests_sent`` (vLLM requests), ``requests_failed``, ``prompt_tokens``,
     ``completion_tokens``.

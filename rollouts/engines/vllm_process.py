@@ -1,12 +1,12 @@
 """The vLLM engine in a separate process (and usually a separate interpreter).
 
 vLLM and Prefect pin incompatible fastapi versions, so the flow's environment cannot import vLLM. The
-:class:`VLLMProcessEngine` starts :mod:`rollouts.engines.vllm_worker` with another interpreter (one that
+:class:`VLLMProcessEngine` starts :mod:`steplabel.rollouts.engines.vllm_worker` with another interpreter (one that
 has vLLM, e.g. ``/opt/vllm-venv/bin/python``), with ``PYTHONPATH`` set to this repository's root so the
 worker imports this code even where steplabel is not installed there, and speaks JSON lines with it.
 
 - Startup waits for the worker's ``ready`` (``startup_timeout_s``); a worker that fails, dies or times out
-  raises :class:`~rollouts.engines.base.EngineError` with the tail of its log.
+  raises :class:`~steplabel.rollouts.engines.base.EngineError` with the tail of its log.
 - ``generate`` is one message and one reply. A worker that dies or times out mid-call raises
   ``EngineError`` naming the model and the log tail (the flow retries engine errors); the next call
   starts a fresh worker (``max_restarts`` in total).
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rollouts.engines.base import EngineError, GenerationRequest, GenerationResult
-from rollouts.engines.vllm_worker import (
+from steplabel.rollouts.engines.base import EngineError, GenerationRequest, GenerationResult
+from steplabel.rollouts.engines.vllm_worker import (
     DEFAULT_ENGINE,
     request_to_dict,
     result_from_dict,
@@ -41,15 +41,19 @@ from rollouts.engines.vllm_worker import (
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "rollouts.engines.vllm_worker"
+WORKER_MODULE = "steplabel.rollouts.engines.vllm_worker"
 _EOF = object()
 
 
 def repo_root() -> Path:
-    """The folder that contains the ``rollouts`` package (what the worker needs on ``PYTHONPATH``)."""
-    import rollouts
+    """The folder that contains the ``steplabel`` package (what the worker needs on ``PYTHONPATH``).
 
-    return Path(rollouts.__file__).resolve().parent.parent
+    In a source checkout that is the repository root (``steplabel/__init__.py`` adds the folders beside it);
+    in an installed wheel it is ``site-packages``.
+    """
+    import steplabel
+
+    return Path(steplabel.__file__).resolve().parent.parent
 
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -82,7 +86,7 @@ def _tail(path: Path | None, max_lines: int = 25, max_bytes: int = 8192) -> str:
 
 
 class VLLMProcessEngine:
-    """The :class:`~rollouts.engines.base.Engine` on a :class:`~rollouts.engines.vllm_engine.VLLMEngine`
+    """The :class:`~steplabel.rollouts.engines.base.Engine` on a :class:`~steplabel.rollouts.engines.vllm_engine.VLLMEngine`
     hosted by a worker process started with ``python``.
 
     ``vllm_kwargs`` are :class:`VLLMEngine`'s keyword arguments (``seed``, ``dtype``,
@@ -394,7 +398,7 @@ class VLLMProcessEngine:
 
 _CONVERT_SCRIPT = """
 import json, sys
-from rollouts.engines.gguf_to_hf import convert_gguf_to_hf
+from steplabel.rollouts.engines.gguf_to_hf import convert_gguf_to_hf
 args = json.loads(sys.argv[1])
 out = convert_gguf_to_hf(args.pop("gguf_path"), args.pop("out_dir"), **args)
 print("STEPLABEL_HF_DIR=" + str(out))
@@ -404,7 +408,7 @@ print("STEPLABEL_HF_DIR=" + str(out))
 def convert_gguf_to_hf_in(python: str | Path, gguf_path: str | Path, out_dir: str | Path, *,
                           dtype: str = "float32", add_bos_token: bool | None = None, overwrite: bool = False,
                           timeout_s: float = 3600) -> Path:
-    """Run :func:`~rollouts.engines.gguf_to_hf.convert_gguf_to_hf` with another interpreter (one with
+    """Run :func:`~steplabel.rollouts.engines.gguf_to_hf.convert_gguf_to_hf` with another interpreter (one with
     transformers, torch and gguf, e.g. the vLLM one) and return the HF folder."""
     args = {"gguf_path": str(gguf_path), "out_dir": str(out_dir), "dtype": dtype,
             "add_bos_token": add_bos_token, "overwrite": overwrite}

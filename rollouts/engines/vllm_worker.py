@@ -1,8 +1,8 @@
-"""A worker process that hosts one :class:`~rollouts.engines.vllm_engine.VLLMEngine` behind JSON lines.
+"""A worker process that hosts one :class:`~steplabel.rollouts.engines.vllm_engine.VLLMEngine` behind JSON lines.
 
 vLLM and Prefect cannot share one environment (their fastapi pins conflict), so the flow runs vLLM in a
-separate interpreter: :class:`~rollouts.engines.vllm_process.VLLMProcessEngine` starts
-``[python, "-m", "rollouts.engines.vllm_worker"]`` with ``PYTHONPATH`` pointing at the repository root and
+separate interpreter: :class:`~steplabel.rollouts.engines.vllm_process.VLLMProcessEngine` starts
+``[python, "-m", "steplabel.rollouts.engines.vllm_worker"]`` with ``PYTHONPATH`` pointing at the repository root and
 talks to it over stdin/stdout. This module imports nothing of vLLM itself (the engine class does, lazily),
 so it also runs in an interpreter without vLLM when the engine class is a test double.
 
@@ -14,7 +14,7 @@ Protocol: one JSON object per line, each way, strictly request -> reply.
   ``Class(model, **kwargs)``.
 - ``{"op": "generate", "id": n, "requests": [GenerationRequest as dict, ...]}`` -> ``{"op": "result",
   "id": n, "results": [GenerationResult as dict, ...]}`` or ``{"op": "error", "id": n, "fatal": bool, ...}``;
-  ``fatal`` (the engine raised :class:`~rollouts.engines.base.EngineError`) means the worker exits next.
+  ``fatal`` (the engine raised :class:`~steplabel.rollouts.engines.base.EngineError`) means the worker exits next.
 - ``{"op": "close"}`` -> the engine is closed, ``{"op": "closed"}``, exit. End of input closes as well.
 
 The real stdout is moved aside first: the protocol writes to a private duplicate of fd 1 and fd 1 itself
@@ -35,16 +35,16 @@ import traceback
 from dataclasses import asdict
 from typing import Any, BinaryIO, TextIO
 
-from rollouts.engines.base import (
+from steplabel.rollouts.engines.base import (
     Completion,
     EngineError,
     GenerationRequest,
     GenerationResult,
 )
 
-DEFAULT_ENGINE = "rollouts.engines.vllm_engine:VLLMEngine"
+DEFAULT_ENGINE = "steplabel.rollouts.engines.vllm_engine:VLLMEngine"
 
-log = logging.getLogger("rollouts.engines.vllm_worker")
+log = logging.getLogger("steplabel.rollouts.engines.vllm_worker")
 
 
 # --- (de)serialisation, shared with the client -------------------------------------------------------

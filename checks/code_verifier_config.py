@@ -1,5 +1,5 @@
 """Settings of the GenPRM-style code verifier (ALGORITHMS.md section 5.2): a model writes a Python check for
-one step, the check runs in :mod:`rollouts.sandbox`, and its outcome becomes the step's verdict."""
+one step, the check runs in :mod:`steplabel.checks.sandbox`, and its outcome becomes the step's verdict."""
 
 from __future__ import annotations
 

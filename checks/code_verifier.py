@@ -2,7 +2,7 @@
 
 For step t a model gets the question, the earlier steps and step t, and answers with ``<analyze>...</analyze>``
 then ``<verify>`` holding a fenced ```python block that asserts what step t claims. The last fenced python
-block is run in :func:`rollouts.sandbox.run_python`:
+block is run in :func:`steplabel.checks.sandbox.run_python`:
 
 * exit 0                      -> ``verified``
 * AssertionError              -> ``refuted`` (the assertion message/traceback tail is the evidence)
@@ -19,11 +19,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from labelers.base import CheckRun
-from labelers.code_verifier_config import CodeVerifierConfig
-from labelers.driver import WaveDriver
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
-from rollouts.sandbox import SandboxResult, run_python
+from steplabel.labelers.base import CheckRun
+from steplabel.checks.code_verifier_config import CodeVerifierConfig
+from steplabel.labelers.driver import WaveDriver
+from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from steplabel.checks.sandbox import SandboxResult, run_python
 
 __all__ = ["CodeVerdict", "build_prompt", "code_check_run", "extract_code", "verdict_from_result",
            "verify_steps_with_code"]

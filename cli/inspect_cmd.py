@@ -1,6 +1,6 @@
 """``steplabel inspect``: versions, statistics, filtered step-by-step views and diffs of a dataset.
 
-Registered in :mod:`steplabel.cli` as ``app.command("inspect")(inspect_command)``.
+Registered in :mod:`steplabel.cli.main` as ``app.command("inspect")(inspect_command)``.
 
 Filters (combined with AND; they select what ``--show K`` renders, and ``--json`` reports ``matched``):
 
@@ -24,7 +24,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from steplabel.cli_common import console, fail
+from steplabel.cli.common import console, fail
 
 _BAR = "█"
 _BAR_WIDTH = 32
@@ -206,13 +206,13 @@ def inspect_command(
     solutions step by step; or diff two versions."""
     import polars as pl
 
-    from storage.inspection import (
+    from steplabel.storage.inspection import (
         InspectionError,
         diff_versions,
         filter_rows,
         version_stats,
     )
-    from storage.store import ShardStore, StoreError
+    from steplabel.storage.store import ShardStore, StoreError
 
     if "://" not in directory and not Path(directory).is_dir():
         _fail(f"{directory}: no such directory")
@@ -277,7 +277,7 @@ def inspect_command(
         if samples.height == 0:
             console.print("no solution to show" + (" (nothing matches the filters)" if filters else ""))
         else:
-            from steplabel.render import render_solutions
+            from steplabel.cli.render import render_solutions
 
             render_solutions(console, samples)
     elif filters:

@@ -1,6 +1,6 @@
 """``steplabel report DIR --out report.html``: write one self-contained HTML report of a version.
 
-Registered in :mod:`steplabel.cli` as ``app.command("report")(report_command)``.
+Registered in :mod:`steplabel.cli.main` as ``app.command("report")(report_command)``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from steplabel.cli_common import open_store
-from steplabel.cli_inspect import _fail, _one_line
+from steplabel.cli.common import open_store
+from steplabel.cli.inspect_cmd import _fail, _one_line
 
 console = Console()
 
@@ -24,8 +24,8 @@ def report_command(
     samples: Annotated[int, typer.Option("--samples", min=0, help="solutions in the sample browser")] = 50,
 ) -> None:
     """Write one self-contained HTML file (inline SVG plots, sample browser; no network needed)."""
-    from steplabel.report import write_report
-    from storage.store import StoreError
+    from steplabel.storage.html_report import write_report
+    from steplabel.storage.store import StoreError
 
     store = open_store(directory, committed=False)
     if out.exists() and out.is_dir():

@@ -317,7 +317,7 @@ def render_report(
     summary: dict[str, Any], stats: dict[str, Any], rows: list[dict[str, Any]], *, config: dict | None = None
 ) -> str:
     """The report's HTML for a version's ``summary`` (``ShardStore.summary``), ``stats``
-    (:func:`storage.inspection.version_stats`) and sample ``rows`` (dicts of ``step_labels`` rows)."""
+    (:func:`steplabel.storage.inspection.version_stats`) and sample ``rows`` (dicts of ``step_labels`` rows)."""
     version = summary.get("version")
     meta_rows = [
         ("dataset", summary.get("root")),
@@ -369,13 +369,13 @@ def render_report(
 def write_report(store: Any, version: str | None, out_path: str | Path, samples: int = 50) -> Path:
     """Write the HTML report of ``version`` (default latest) of ``store`` to ``out_path``; return the path.
 
-    Raises :class:`storage.store.StoreError` for a store without that version."""
-    from storage.inspection import version_stats
-    from storage.schema import STEP_LABELS
+    Raises :class:`steplabel.storage.store.StoreError` for a store without that version."""
+    from steplabel.storage.inspection import version_stats
+    from steplabel.storage.schema import STEP_LABELS
 
     summary = store.summary(version)
     if summary["version"] is None:
-        from storage.store import StoreError
+        from steplabel.storage.store import StoreError
 
         raise StoreError(f"no committed version in store {store.root}")
     name = summary["version"]

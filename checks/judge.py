@@ -1,11 +1,11 @@
 """An LLM judge that names the first wrong step of a solution (ALGORITHMS.md sections 4.2 and 6).
 
-Settings and the default prompt: :mod:`labelers.judge_config`. The judge needs no reference answer and
+Settings and the default prompt: :mod:`steplabel.checks.judge_config`. The judge needs no reference answer and
 no grading, so it is a check (:func:`judge_run`: one prompt query, then the vote) rather than a rollout
 labeler; :func:`judge_solutions` runs the checks of every solution through the wave driver, so they go
 out in ONE ``engine.generate`` call, ``n = samples`` each, with the seed
 ``derive_seed(base_seed, solution_id, "judge")`` (sample ``i`` uses ``seed + i``, see
-:mod:`rollouts.engines.base`).
+:mod:`steplabel.rollouts.engines.base`).
 
 Parsing (:func:`parse_judgement`), decided here and tested in tests/test_judge.py:
 
@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from labelers.base import CheckRun
-from labelers.driver import WaveDriver
-from labelers.judge_config import JudgeConfig
-from rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from steplabel.labelers.base import CheckRun
+from steplabel.labelers.driver import WaveDriver
+from steplabel.checks.judge_config import JudgeConfig
+from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed
 
 __all__ = [
     "JudgeConfig",

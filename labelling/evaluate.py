@@ -10,12 +10,12 @@ Pure functions; the ``steplabel evaluate`` command wires them to files, engines 
 
   - an MC labeler (math_shepherd, omegaprm, scan, rpe) run through the wave driver; needs an engine and
     the gold ``answer`` (or ``reference``) of each record;
-  - ``judge``: the LLM judge of :mod:`labelers.judge` (critique, index in ``\\boxed{}``, vote over
+  - ``judge``: the LLM judge of :mod:`steplabel.checks.judge` (critique, index in ``\\boxed{}``, vote over
     ``samples``); needs an engine, no gold answer. A record whose judge output had no valid index is
     predicted ``None``, which the metric counts as wrong on both subsets (as ProcessBench does);
-  - ``sympy``: the first step :mod:`labelers.sympy_verifier` refutes, -1 if none; no engine, no answer;
+  - ``sympy``: the first step :mod:`steplabel.checks.sympy_verifier` refutes, -1 if none; no engine, no answer;
   - ``hybrid``: an MC labeler's per-step MC values (``config.labeler`` when it is an MC labeler, else
-    math_shepherd) combined with the sympy verdicts by :func:`labelers.hybrid.combine`.
+    math_shepherd) combined with the sympy verdicts by :func:`steplabel.checks.hybrid.combine`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.shard import rollout_driver
-from labelers.base import SolutionTask, StepLabels
-from labelers.hybrid import combine
-from labelers.hybrid_config import HybridConfig
-from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
-from labelers.judge_config import JudgeConfig
-from labelers.registry import LABELERS, make_labeler
-from labelers.sympy_verifier import verify_solution
-from labelers.sympy_verifier_config import SympyVerifierConfig
-from rollouts.engines.base import Engine
-from rollouts.grading import Grader
+from steplabel.labelling.shard import rollout_driver
+from steplabel.labelers.base import SolutionTask, StepLabels
+from steplabel.checks.hybrid import combine
+from steplabel.checks.hybrid_config import HybridConfig
+from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
+from steplabel.checks.judge_config import JudgeConfig
+from steplabel.labelers.registry import LABELERS, make_labeler
+from steplabel.checks.sympy_verifier import verify_solution
+from steplabel.checks.sympy_verifier_config import SympyVerifierConfig
+from steplabel.rollouts.engines.base import Engine
+from steplabel.rollouts.grading import Grader
 
 TOOL_METHODS = ("judge", "sympy", "hybrid")
 
@@ -150,7 +150,7 @@ def predict_first_errors(
     hybrid_config: HybridConfig | None = None,
     mc_method: str | None = None,
 ) -> list[int | None]:
-    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`flows.config.RunConfig`).
+    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`steplabel.flows.config.RunConfig`).
 
     MC labelers: ``config.labeler`` is used when its name matches ``method``, else that labeler's
     defaults. Prompts, step joining, rollout sampling and the seed come from ``config``. Each record

@@ -1,7 +1,7 @@
 """Consensus filtering: keep a labelled solution only when an LLM judge agrees with its MC labels.
 
-Rules and defaults: :mod:`labelers.consensus_config`. :func:`consensus` decides one solution from its MC
-first error, the judge's first error (:mod:`labelers.judge`; None when the judge output was unparsable)
+Rules and defaults: :mod:`steplabel.checks.consensus_config`. :func:`consensus` decides one solution from its MC
+first error, the judge's first error (:mod:`steplabel.checks.judge`; None when the judge output was unparsable)
 and its step labels; :func:`retention` is the kept fraction (the Qwen paper reports about 40%).
 
 Per the Qwen paper the kept solutions are trained on their HARD labels, with the steps after the first
@@ -19,8 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelers.base import first_false
-from labelers.consensus_config import ConsensusConfig
+from steplabel.labelers.base import first_false
+from steplabel.checks.consensus_config import ConsensusConfig
 
 __all__ = ["ConsensusConfig", "ConsensusDecision", "judge_labels_from_first_error", "consensus", "retention"]
 

@@ -14,7 +14,7 @@ def open_store(directory: str, *, committed: bool = True):
     """The store at a local directory or an object-store URL; a one-line error when there is none."""
     from pathlib import Path
 
-    from storage.store import ShardStore
+    from steplabel.storage.store import ShardStore
 
     if "://" not in directory and not Path(directory).is_dir():
         fail(f"{directory}: no such directory (expected a dataset written by `steplabel run`)")

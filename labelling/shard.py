@@ -1,6 +1,6 @@
 """One shard of work as plain functions: sample, label, and turn the results into table rows.
 
-The Prefect tasks in :mod:`flows.pipeline` call these; tests call them directly with a scripted engine.
+The Prefect tasks in :mod:`steplabel.flows.pipeline` call these; tests call them directly with a scripted engine.
 Every problem and sample of the shard ends up either in ``step_labels`` or in ``rejects`` with a reason.
 """
 
@@ -14,27 +14,27 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from flows.config import RunConfig, code_version
-from labelers.base import SolutionTask, StepLabels, first_false
-from labelers.code_verifier import CodeVerdict, code_check_run
-from labelers.consensus import consensus
-from labelers.driver import RolloutSampling, WaveDriver, WaveStats
-from labelers.hybrid import combine
-from labelers.judge import JudgeFailure, JudgeItem, judge_solutions
-from labelers.registry import make_labeler
-from labelers.sympy_verifier import verify_solution
-from rollouts.answers import extract_answer
-from rollouts.engines.base import Engine
-from rollouts.grading import Grader
-from rollouts.prompts import prefix_prompt
-from rollouts.sampling import (
+from steplabel.flows.config import RunConfig, code_version
+from steplabel.labelers.base import SolutionTask, StepLabels, first_false
+from steplabel.checks.code_verifier import CodeVerdict, code_check_run
+from steplabel.checks.consensus import consensus
+from steplabel.labelers.driver import RolloutSampling, WaveDriver, WaveStats
+from steplabel.checks.hybrid import combine
+from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
+from steplabel.labelers.registry import make_labeler
+from steplabel.checks.sympy_verifier import verify_solution
+from steplabel.rollouts.answers import extract_answer
+from steplabel.rollouts.engines.base import Engine
+from steplabel.rollouts.grading import Grader
+from steplabel.rollouts.prompts import prefix_prompt
+from steplabel.rollouts.sampling import (
     SampledSolution,
     SampleReject,
     SolutionSampling,
     sample_solutions,
 )
-from rollouts.sources import Problem, SourceReject
-from storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
+from steplabel.rollouts.sources import Problem, SourceReject
+from steplabel.storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
 
 
 @dataclass(frozen=True)

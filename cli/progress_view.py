@@ -14,7 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from flows.progress import ProgressEvent, add_listener, remove_listener
+from steplabel.flows.progress import ProgressEvent, add_listener, remove_listener
 
 
 class RunProgress:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from labelers.sympy_verifier_config import SympyVerifierConfig
+from steplabel.checks.sympy_verifier_config import SympyVerifierConfig
 
 VERIFIED, REFUTED, UNKNOWN = "verified", "refuted", "unknown"
 

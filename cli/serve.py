@@ -1,6 +1,6 @@
 """``steplabel serve``: run the pipeline on a cron schedule from this machine (Prefect ``flow.serve``).
 
-Registered in :mod:`steplabel.cli` with ``app.command("serve")(serve_command)``. ``serve`` is a long-running
+Registered in :mod:`steplabel.cli.main` with ``app.command("serve")(serve_command)``. ``serve`` is a long-running
 process: it registers a deployment with the Prefect API and starts each scheduled run in a subprocess.
 Schedules need a real API (``prefect server start`` and ``PREFECT_API_URL``, or Prefect Cloud): Prefect's
 ephemeral mode would forget them when the process ends.
@@ -15,8 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from flows.config import ConfigError, RunConfig, load_config
-from steplabel.cli_common import fail
+from steplabel.flows.config import ConfigError, RunConfig, load_config
+from steplabel.cli.common import fail
 
 
 def check_cron(expression: str) -> str:
@@ -73,7 +73,7 @@ def serve_command(
             fail(f"--timezone {timezone!r}: not an IANA time zone name (e.g. 'UTC', 'Europe/Paris')")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from flows.pipeline import pipeline_flow, run_id_for
+    from steplabel.flows.pipeline import pipeline_flow, run_id_for
 
     parameters: dict[str, Any] = {
         "config": run_config.model_dump(mode="json"),

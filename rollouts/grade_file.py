@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import IO
 
-from rollouts.grading import Grader
+from steplabel.rollouts.grading import Grader
 
 
 def grade_lines(lines: Iterable[str], grader: Grader, sink: IO[str], source: str = "<input>") -> dict:

@@ -12,12 +12,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from flows.config import ConfigError, load_config, parse_config
-from steplabel.cli_common import console, err_console, fail
-from steplabel.cli_export import export_command, publish_command
-from steplabel.cli_inspect import inspect_command
-from steplabel.cli_report import report_command
-from steplabel.cli_serve import serve_command
+from steplabel.flows.config import ConfigError, load_config, parse_config
+from steplabel.cli.common import console, err_console, fail
+from steplabel.cli.export import export_command, publish_command
+from steplabel.cli.inspect_cmd import inspect_command
+from steplabel.cli.report_cmd import report_command
+from steplabel.cli.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
 
@@ -44,14 +44,14 @@ def run(
     except ConfigError as error:
         fail(str(error))
     _prefect_defaults()
-    from flows.pipeline import flow_for, run_id_for
-    from steplabel.progress_view import RunProgress
+    from steplabel.flows.pipeline import flow_for, run_id_for
+    from steplabel.cli.progress_view import RunProgress
 
     started = time.monotonic()
     run_id = resume or run_id_for(run_config)
     console.print(f"steplabel run [bold]{run_id}[/] -> {_where(out)}  (config hash {run_config.hash()[:12]})")
-    from rollouts.engines.base import EngineError
-    from storage.store import StoreError
+    from steplabel.rollouts.engines.base import EngineError
+    from steplabel.storage.store import StoreError
 
     try:
         with RunProgress(console):
@@ -74,7 +74,7 @@ def _nan_to_none(value: Any) -> Any:
 
 def _resumed_config(out: str, run_id: str):
     """The config recorded when ``run_id`` started; a clear error when there is nothing to resume."""
-    from storage.store import ShardStore
+    from steplabel.storage.store import ShardStore
 
     store = ShardStore(out)
     recorded = store.staged_run_config(run_id)
@@ -94,7 +94,7 @@ def run_summary(out: str, run_id: str, version: str) -> dict[str, Any]:
     """Counts of what one run contributed to a version (a version may hold several runs)."""
     import polars as pl
 
-    from storage.store import ShardStore
+    from steplabel.storage.store import ShardStore
 
     store = ShardStore(out)
     mine = pl.col("run_id") == run_id
@@ -162,8 +162,8 @@ def grade(
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds per Math-Verify call")] = 5.0,
 ) -> None:
     """Extract each response's final answer and grade it against the reference."""
-    from rollouts.grading import Grader
-    from steplabel.grade_file import grade_lines
+    from steplabel.rollouts.grading import Grader
+    from steplabel.rollouts.grade_file import grade_lines
 
     if not file.is_file():
         fail(f"{file}: no such file")
@@ -190,7 +190,7 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one prediction per record (id, label, predicted)")] = None,
 ) -> None:
     """Predict each record's first error with METHOD and score it the ProcessBench way (acc_err, acc_cor, F1)."""
-    from steplabel.evaluate import (
+    from steplabel.labelling.evaluate import (
         BenchmarkError,
         load_benchmark,
         predict_first_errors,
@@ -202,8 +202,8 @@ def evaluate(
         files = {str(path): load_benchmark(path) for path in benchmark}
     except (ConfigError, BenchmarkError, OSError) as error:
         fail(str(error))
-    from flows import resources
-    from steplabel.evaluate import methods
+    from steplabel.flows import resources
+    from steplabel.labelling.evaluate import methods
 
     if method not in methods():
         fail(f"--method {method!r}: choose one of {', '.join(methods())}")

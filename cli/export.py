@@ -2,11 +2,11 @@
 
 These are plain functions with their Typer options on the signatures; steplabel/cli.py registers them:
 
-    from steplabel.cli_export import export_command, publish_command
+    from steplabel.cli.export import export_command, publish_command
     app.command("export")(export_command)
     app.command("publish")(publish_command)
 
-(This module does not import steplabel.cli, so the registration cannot be circular.)
+(This module does not import steplabel.cli.main, so the registration cannot be circular.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from steplabel.cli_common import console, fail, open_store
+from steplabel.cli.common import console, fail, open_store
 
 FORMAT_HELP = "trl (default: prompt/completions/labels) | math-shepherd | prm800k (JSONL) | openr"
 
@@ -37,8 +37,8 @@ def export_command(
     ] = False,
 ) -> None:
     """Export a version of the dataset in a PRM training format."""
-    from storage.exporters import FORMATS, export_version
-    from storage.store import StoreError
+    from steplabel.storage.exporters import FORMATS, export_version
+    from steplabel.storage.store import StoreError
 
     if format not in FORMATS:
         fail(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
@@ -65,8 +65,8 @@ def publish_command(
     ] = None,
 ) -> None:
     """Publish a version to the Hugging Face Hub: one commit (all formats, card, manifest) and a tag."""
-    from storage.publish import publish
-    from storage.store import StoreError
+    from steplabel.storage.publish import publish
+    from steplabel.storage.store import StoreError
 
     store = open_store(directory)
     try:

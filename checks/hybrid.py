@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labelers.base import first_false
-from labelers.hybrid_config import HybridConfig
+from steplabel.labelers.base import first_false
+from steplabel.checks.hybrid_config import HybridConfig
 
 VERDICTS = ("verified", "refuted", "unknown")
 

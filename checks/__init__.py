@@ -1,0 +1,1 @@
+"""Step checks beside the labelers: sympy and sandboxed-code verifiers, the LLM judge, consensus, hybrid labels."""

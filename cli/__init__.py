@@ -1,0 +1,1 @@
+"""Command-line interface (Typer + rich): parses arguments and prints; the work happens in the library."""

@@ -1,0 +1,1 @@
+"""Generation engines behind one interface: llama.cpp, OpenAI-compatible servers, vLLM."""
