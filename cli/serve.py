@@ -8,7 +8,6 @@ ephemeral mode would forget them when the process ends.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -20,17 +19,24 @@ from steplabel.cli.common import fail
 
 
 def check_cron(expression: str) -> str:
-    """Return ``expression`` if it is a valid 5-field cron string, else raise ``ValueError`` (one line)."""
-    from cronsim import CronSim, CronSimError
+    """Return ``expression`` if Prefect's own cron schedule accepts it as 5 fields and it ever fires, else raise
+    ``ValueError`` with one line (``0 2 30 2 *``, February 30, is valid cron syntax that never runs)."""
+    from prefect.server.schemas.schedules import CronSchedule
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from pydantic import ValidationError
 
     text = " ".join(expression.split())
     if len(text.split(" ")) != 5:
         raise ValueError(f"cron {expression!r}: expected 5 fields (minute hour day month weekday), e.g. '0 2 * * *'")
     try:
-        next(CronSim(text, _dt.datetime.now(_dt.timezone.utc)))
-    except (CronSimError, StopIteration) as error:
-        raise ValueError(f"cron {expression!r}: {error}") from None
-    return text
+        schedule = CronSchedule(cron=text)
+    except ValidationError:
+        raise ValueError(f"cron {expression!r}: not a valid cron schedule") from None
+    try:
+        run_coro_as_sync(schedule.get_dates(1))
+    except Exception:  # croniter's CroniterBadDateError: no date matches
+        raise ValueError(f"cron {expression!r}: this schedule never fires") from None
+    return schedule.cron
 
 
 def _dataset_root(out: str) -> str:

@@ -28,7 +28,6 @@ import concurrent.futures
 import itertools
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    wait_exponential_jitter,
 )
 
 from steplabel.rollouts.engines.base import (
@@ -175,6 +175,7 @@ class OpenAICompatEngine:
         self.split_n = split_n
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self._backoff = wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s)
         self.endpoint_cooldown_s = endpoint_cooldown_s
         self.extra_body = dict(extra_body or {})
         self._api_key = api_key if api_key is not None else (os.environ.get(api_key_env) if api_key_env else None)
@@ -374,9 +375,8 @@ class OpenAICompatEngine:
         return min(candidates, key=lambda ep: (ep.assigned, order[id(ep)]))
 
     def _wait(self, state: RetryCallState) -> float:
-        # exponential backoff with jitter (written out: tenacity's helper renamed its arguments across versions)
-        exp = self.backoff_initial_s * (2 ** max(0, state.attempt_number - 1))
-        base = min(self.backoff_max_s, exp + random.uniform(0, self.backoff_initial_s))
+        """tenacity's exponential backoff with jitter, stretched to the server's ``Retry-After`` (capped)."""
+        base = self._backoff(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _RequestFailed) and exc.retry_after is not None:
             return max(base, min(exc.retry_after, self.backoff_max_s * 3))
