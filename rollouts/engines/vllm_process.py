@@ -17,6 +17,7 @@ worker imports this code even where steplabel is not installed there, and speaks
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -45,20 +46,27 @@ WORKER_MODULE = "steplabel.rollouts.engines.vllm_worker"
 _EOF = object()
 
 
-def repo_root() -> Path:
-    """The folder that contains the ``steplabel`` package (what the worker needs on ``PYTHONPATH``).
+@functools.cache
+def worker_pythonpath() -> Path:
+    """A folder holding the ``steplabel`` package and nothing else: what the worker gets on ``PYTHONPATH``.
 
-    In a source checkout that is the repository root (``steplabel/__init__.py`` adds the folders beside it);
-    in an installed wheel it is ``site-packages``.
+    In a source checkout that is the repository root (``steplabel/__init__.py`` adds the folders beside it). An
+    installed wheel lives in ``site-packages`` beside Prefect's fastapi and numpy, which must not shadow the vLLM
+    environment's own, so the worker gets a private folder with one link to the package instead.
     """
     import steplabel
 
-    return Path(steplabel.__file__).resolve().parent.parent
+    package = Path(steplabel.__file__).resolve().parent
+    if (package.parent / "flows" / "__init__.py").is_file():
+        return package.parent
+    folder = Path(tempfile.mkdtemp(prefix="steplabel-worker-path-"))
+    (folder / "steplabel").symlink_to(package, target_is_directory=True)
+    return folder
 
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    root = str(repo_root())
+    root = str(worker_pythonpath())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     # the main venv's activation must not leak into the other interpreter's view of itself
