@@ -12,6 +12,11 @@ not a verifier false alarm. Both the raw rate (vs labels) and the audited rate a
 rate on the "no mistake" traces whose final answer matches the target (a label check that needs no
 verifier: 18 of the 62 "no mistake" traces end in a wrong answer, so they must contain a mistake).
 
+It also measures precision on prose (GSM8K's reference solutions and right-answer model solutions) and on
+competition-math LaTeX (MATH-500's 500 reference solutions, cut into paragraphs as the pipeline's
+``blank_line`` splitter does), listing every refuted claim, and recall on a planted-error set made from the
+MATH-500 references: one changed computed result or one changed operation per solution, at a seeded site.
+
     python benchmarks/verifiers.py [--data ../shared/data/big_bench_mistake/multistep_arithmetic.jsonl]
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import random
 import re
 import sys
 import time
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steplabel.checks.sympy_verifier import REFUTED, SympyVerifierConfig, verify_solution  # noqa: E402
+from steplabel.rollouts.steps import split_steps  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "big_bench_mistake" / "multistep_arithmetic.jsonl"
 
@@ -164,6 +171,128 @@ def reference_refutations(solutions: list[list[str]], cfg: SympyVerifierConfig) 
             "refuted": refuted}
 
 
+MATH500_TEST = ROOT.parent / "shared" / "data" / "math500" / "test.jsonl"
+
+# Math spans of a MATH solution: $..$, $$..$$, \[..\], \(..\) and align/equation environments.
+_MATH_SPAN = re.compile(
+    r"\$\$(.+?)\$\$|\$(.+?)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\\begin\{(align|equation|eqnarray|gather)\*?\}(.+?)\\end\{\5\*?\}",
+    re.DOTALL,
+)
+_ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
+# A computed result: a whole number right after "=" that is not the start of a longer expression.
+_RESULT = re.compile(r"(?<=[=])(\s*)(-?\d+)(?=\s*(?:\$|\\\]|\\\\|\\\)|[,.;:]?\s*$|[,.;](?!\d)|\s+\\text|\s*&|\s*\n))")
+# An operation between two numbers: "+", "-", "\cdot", "\times".
+_OPERATION = re.compile(r"(?<=\d)(\s*)(\+|-|\\cdot|\\times)(\s*)(?=\d)")
+_SWAP = {"+": "-", "-": "+", r"\cdot": "+", r"\times": "+"}
+
+
+def math500_rows(path: Path = MATH500_TEST) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def math500_steps(solution: str) -> list[str]:
+    """A MATH reference cut into steps the way the pipeline cuts paragraphs (``blank_line``)."""
+    return split_steps(solution, "blank_line")
+
+
+def _sites(step: str) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """(result sites, operation sites) in the math spans of ``step``: (start, end, replacement)."""
+    masked = _ASY.sub(lambda m: " " * len(m.group()), step)
+    results, operations = [], []
+    for span in _MATH_SPAN.finditer(masked):
+        g = next(k for k in (1, 2, 3, 4, 6) if span.group(k) is not None)
+        body, off = span.group(g), span.start(g)
+        if "=" not in body:
+            continue
+        for m in _RESULT.finditer(body):
+            n = int(m.group(2))
+            results.append((off + m.start(2), off + m.end(2), str(n + (1 if n % 3 else 2))))
+        last_eq = body.rfind("=")
+        for m in _OPERATION.finditer(body):
+            if m.start() > last_eq:
+                continue  # only the left of a relation: the operation must feed a claimed result
+            a = re.search(r"(\d+)$", body[: m.start()]).group(1)
+            b = re.match(r"\d+", body[m.end():]).group()
+            new = _SWAP[m.group(2)]
+            if m.group(2) in {r"\cdot", r"\times"} and (int(a), int(b)) in {(2, 2), (0, 0)}:
+                continue
+            if m.group(2) in "+-" and int(b) == 0:
+                continue
+            operations.append((off + m.start(2), off + m.end(2), f" {new} " if len(m.group(2)) > 1 else new))
+    return results, operations
+
+
+def planted_errors(rows: list[dict], seed: int = 0) -> list[dict]:
+    """One changed computed result and one changed operation per reference solution (where it has one).
+
+    The reference is correct, so its first error is the planted step; a site is picked with a seeded RNG,
+    independently of the verifier.
+    """
+    rng = random.Random(seed)
+    planted = []
+    for row in rows:
+        steps = math500_steps(row["solution"])
+        per_kind: dict[str, list[tuple[int, tuple[int, int, str]]]] = {"result": [], "operation": []}
+        for index, step in enumerate(steps):
+            results, operations = _sites(step)
+            per_kind["result"] += [(index, s) for s in results]
+            per_kind["operation"] += [(index, s) for s in operations]
+        for kind, sites in per_kind.items():
+            if not sites:
+                continue
+            index, (start, end, new) = sites[rng.randrange(len(sites))]
+            changed = list(steps)
+            old = steps[index][start:end]
+            changed[index] = steps[index][:start] + new + steps[index][end:]
+            planted.append({"id": row["unique_id"], "kind": kind, "steps": changed, "original": steps, "label": index,
+                            "change": f"{old.strip()} -> {new.strip()}"})
+    return planted
+
+
+def planted_recall(items: list[dict], cfg: SympyVerifierConfig) -> dict:
+    """How many planted errors are flagged at the planted step, and where the other first flags land.
+
+    A flag at the planted step counts only when that step of the unchanged reference is not refuted too;
+    otherwise (and for a flag before the planted step) it is a false flag on a correct step.
+    """
+    at = late = false = 0
+    by_kind: dict[str, list[int]] = {}
+    false_flags = []
+    reference: dict[str, list[str]] = {}
+    for item in items:
+        sv = verify_solution(item["steps"], cfg)
+        pred, label = sv.first_refuted, item["label"]
+        if item["id"] not in reference:
+            reference[item["id"]] = verify_solution(item["original"], cfg).verdicts
+        hit = pred == label and reference[item["id"]][label] != REFUTED
+        at += hit
+        late += pred > label
+        if 0 <= pred <= label and not hit:
+            false += 1
+            false_flags.append({"id": item["id"], "step": pred, "evidence": sv.evidence[pred]})
+        by_kind.setdefault(item["kind"], [0, 0])
+        by_kind[item["kind"]][0] += 1
+        by_kind[item["kind"]][1] += hit
+    flags = at + late + false
+    return {"planted": len(items), "flagged_at_planted_step": at, "flagged_later": late, "flagged_falsely": false,
+            "recall": at / max(len(items), 1), "flags_at_or_after": (at + late) / flags if flags else 1.0,
+            "by_kind": {k: {"planted": n, "flagged_at_step": h} for k, (n, h) in by_kind.items()},
+            "false_flags": false_flags}
+
+
+def math500_refutations(rows: list[dict], cfg: SympyVerifierConfig) -> dict:
+    """Precision on competition-math LaTeX: every refuted claim of a MATH-500 reference, with its step."""
+    refuted = []
+    for row in rows:
+        steps = math500_steps(row["solution"])
+        sv = verify_solution(steps, cfg)
+        refuted += [{"id": row["unique_id"], "step": i, "claim": sv.evidence[i], "text": steps[i]}
+                    for i, v in enumerate(sv.verdicts) if v == REFUTED]
+    solutions = len({r["id"] for r in refuted})
+    return {"solutions": len(rows), "steps": sum(len(math500_steps(r["solution"])) for r in rows),
+            "solutions_with_a_refuted_step": solutions, "rate": solutions / max(len(rows), 1), "refuted": refuted}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -207,6 +336,21 @@ def main() -> int:
               f"{ref['solutions']} ({100 * ref['rate']:.2f}%) get a step refuted, over {ref['steps']} steps")
         for step, evidence in ref["refuted"]:
             print(f"  {evidence}   <- {step!r}")
+    if MATH500_TEST.exists():
+        rows500 = math500_rows()
+        res["math500_reference"] = ref = math500_refutations(rows500, cfg)
+        print(f"MATH-500 reference solutions: {ref['solutions_with_a_refuted_step']} of {ref['solutions']} "
+              f"({100 * ref['rate']:.2f}%) get a step refuted, over {ref['steps']} steps")
+        for r in ref["refuted"]:
+            print(f"  {r['id']} step {r['step']}: {r['claim']}")
+        res["math500_planted"] = pl = planted_recall(planted_errors(rows500), cfg)
+        print(f"MATH-500 planted errors: {pl['flagged_at_planted_step']} of {pl['planted']} "
+              f"({100 * pl['recall']:.1f}%) flagged at the planted step; {pl['flagged_later']} flagged later, "
+              f"{pl['flagged_falsely']} flagged on a correct step; {100 * pl['flags_at_or_after']:.1f}% of flags at or after it")
+        for kind, counts in pl["by_kind"].items():
+            print(f"  {kind}: {counts['flagged_at_step']} of {counts['planted']}")
+        for r in pl["false_flags"]:
+            print(f"  false flag {r['id']} step {r['step']}: {r['evidence']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")

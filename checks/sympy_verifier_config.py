@@ -1,4 +1,4 @@
-"""Settings of the sympy step verifier (DESIGN.md section 7, ALGORITHMS.md section 5).
+"""Settings of the sympy step verifier (see docs/verification.md).
 
 The verifier is tuned for precision: a correct step must almost never come out ``refuted``. Every knob
 that trades recall for precision defaults to the safe side.
@@ -27,7 +27,8 @@ class SympyVerifierConfig(BaseModel):
     )
     carry_bindings: bool = Field(
         True,
-        description="verify_solution: variables given a number in an earlier step (A = ... = -14) keep it later",
+        description="verify_solution: variables given a number by a computation (A = (2 + 3) = 5) or a 'Let x = 4' "
+        "in an earlier step keep it later; a bare 'x = 3' (a root, a case, a line) or two different values never do",
     )
     check_rebinding: bool = Field(
         True,

@@ -60,7 +60,8 @@ TABLE = [
     ("Step 2 = 5 apples", U),
     ("sin(30) + 1 = 1.5", U),
     ("log(100) = 2", U),
-    ("The answer is 5! = 120.", U),
+    ("The answer is 5! = 120.", V),  # factorials have their meaning
+    ("The answer is 5! = 121.", R),
     ("2 hours = 120 minutes", U),
     ("1 dozen = 12", U),
     ("The speed is 60 km/h = 1 km/min", U),
@@ -72,6 +73,43 @@ TABLE = [
     ("No math here at all.", U),
     ("2^100000 = 5", U),  # exponent guard: unknown, not slow
     ("10^10^10 = 1", U),
+    # competition-math LaTeX: equation solving is a transformation, never an identity
+    (r"\begin{align*} 3x + 2 &= 11 \\ 3x &= 9 \\ x &= 3 \end{align*}", V),
+    (r"\begin{align*} 3x + 2 &= 11 \\ 3x &= 9 \\ x &= 4 \end{align*}", R),
+    (r"$a - b = 3 \quad\text{and}\quad a + b = 11$", U),
+    (r"\[ 2 + 3 = 5 \] \[ 4 \cdot 2 = 8 \]", V),  # display blocks are separate chains
+    (r"\[ 3x = 9 \] \[ x = 3 \]", V),
+    (r"$x - 1 = 4 \quad \text{or} \quad x - 1 = -4$, so $x = 5$", V),  # one alternative holds
+    (r"$x - 1 = 4 \quad \text{or} \quad x - 1 = -4$, so $x = 6$", U),  # alternatives are never refuted
+    (r"If $x + 5$ and $3x - 6$ have opposite signs, then $x + 5 = -(3x - 6)$, and $x = \frac{11}{2}$", U),
+    # assignments and definitions
+    (r"$b = \frac{1}{2}$", U),
+    (r"$M = \left(\frac{3}{2}, 1\right)$", U),
+    (r"$P(n, r) = \frac{n!}{(n-r)!}$", U),
+    (r"$(x_1, y_1) = (2, -3)$", U),
+    (r"$(x,y) = (2^3 + 7, -3 \cdot 2^2 - 6 \cdot 2 - 5) = (15,-29)$", U),  # a tuple, not 2^3 + 7 = 15 ... -29
+    (r"$2f(0) = f(0) - 1$", U),  # f is a function, f(0) is not f * 0
+    (r"$\frac{p(3)}{p(4)} = \frac{-10A}{-11A}$", U),
+    # notation: given its meaning, or left unknown
+    (r"$\gcd(12, 18) = 6$", U),
+    (r"$\cos \angle ABC = \frac{3}{5}$", U),
+    (r"$\csc 30^\circ = 2$", U),
+    (r"$\sin \left( -\frac{\pi}{6} \right) = -\frac{1}{2}$", U),
+    (r"$\binom{10}{8} = \binom{10}{2} = 45$", V),
+    (r"$\binom{10}{8} = 44$", R),
+    (r"$\dbinom{4}{2} = 6$", V),
+    (r"$\sqrt[3]{64} = 4$", V),
+    (r"$\sqrt[3]{64} = 5$", R),
+    (r"$\sqrt{2}\cdot\sqrt{3} = \sqrt{6}$", V),
+    (r"$\frac{5}{\sqrt{80}\cdot\sqrt5}=\frac{5}{\sqrt{400}}=\frac{1}{4}$", V),
+    (r"$\sqrt{2^{16}} = 2^8 = 256$", V),
+    (r"$1\frac{4}{5} = \frac{9}{5}$", V),
+    (r"$\boxed{15\frac{39}{40}} = \frac{639}{40}$", V),
+    (r"Since $90^3=729,\!000$, AB is greater than 90.", V),
+    (r"$0.\overline{00279} = \frac{279}{99999}$", U),
+    (r"$x = \boxed{3 \pm 2 \sqrt{2}}$", U),
+    (r"$\frac{8}{5} = 1.6$ and $\sqrt{2} \approx 1.41$", V),  # approximate results at the precision written
+    (r"$\sqrt{2} \approx 1.5$", R),
 ]
 
 
@@ -132,6 +170,18 @@ def test_solution_carries_bindings_and_finds_first_refuted():
 def test_substitution_from_earlier_step():
     sv = verify_solution(["Let x = 4.", "Then 3x + 2 = 14.", "So 2x = 9."])
     assert sv.verdicts == [U, V, R] and sv.first_refuted == 2
+
+
+def test_hypotheses_and_cases_are_not_carried():
+    # "If k = 0" is a hypothesis and "y = 0" a line: neither gives a value to later steps
+    sv = verify_solution(["If $k = 0,$ then the left side is undefined.", "So $4-k=-4,$ and $k=8$."])
+    assert sv.first_refuted == -1
+    sv = verify_solution(["The directrix is $y = 0.$", "Subtracting, we get $2y^2 - 40y + 118 = 0.$"])
+    assert sv.first_refuted == -1
+    # case 1 solves x = 11/2; case 2 solves x = 1/4 from a new equation: no rebinding, no carried x
+    cases = [r"Case 1: \begin{align*} x+5&=3x-6 \\ -2x&=-11 \\ x&=\frac{11}{2} \end{align*}",
+             r"Case 2: \begin{align*} x+5&=-(3x-6) \\ 4x&=1 \\ x&=\frac{1}{4} \end{align*}"]
+    assert verify_solution(cases).verdicts == [V, V]
 
 
 def test_solution_with_no_claims():
