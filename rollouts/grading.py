@@ -1,15 +1,25 @@
-"""Layered answer grading that records which layer decided (DESIGN.md section 6, ECOSYSTEM.md 9.4).
+"""Layered answer grading that records which layer decided.
 
-Layers, in order:
+Math-Verify is the judge; the layers around it only add what it misses and never
+overrule it wrongly.  Layers, in order:
 
 ``no_answer``   nothing was extracted -> wrong.
-``string``      normalised strings are equal -> right.
-``numeric``     both sides are plain numbers -> they decide (exact for two
-                integers / fractions, relative tolerance 1e-4 once a decimal
-                is involved; a ``%`` may be read or ignored, Qwen-style).
-``math_verify`` Math-Verify ``verify(parse(gold), parse(pred))`` (gold first; the
-                check is asymmetric on purpose), guarded against its tiny-value
+``string``      normalised strings are equal -> right (formatting-only differences).
+``numeric``     both sides are plain numbers -> they decide (exact for two integers /
+                fractions, relative tolerance 1e-4 once a decimal is involved; a ``%``
+                may be read or ignored, Qwen-style).  Math-Verify compares the same two
+                numbers with less precision (6 decimals, 15 digits), so a "wrong" here is
+                one it could only contradict by rounding ("1e-4", 21-digit integers).
+``equations``   a side is a tuple equation ``(a, b) = (1, 2)``: Math-Verify reads the right
+                side as an interval and both misses ``a = 1, b = 2`` and accepts ``a = 2, b = 1``,
+                so it judges the system ``a = 1, b = 2`` instead.
+``math_verify`` Math-Verify ``verify(parse(gold), parse(pred))`` on the raw answers (gold
+                first; the check is asymmetric on purpose), guarded against its tiny-value
                 false positives (Math-Verify issue #14).
+``interval``    Math-Verify said no, but the gold is an interval / union and the prediction
+                an inequality in one variable describing the same set (or the reverse).
+``family``      Math-Verify said no, but both are integer-parameter families (``k\\pi``,
+                ``\\frac{\\pi}{2}+n\\pi, n \\in \\mathbb{Z}``) describing the same set of values.
 ``timeout``     Math-Verify exceeded our wall-clock budget -> wrong.
 ``unparsable``  Math-Verify could not parse one of the sides (or raised, or its
                 worker process died) -> wrong.
@@ -31,7 +41,9 @@ from typing import Any
 
 from steplabel.rollouts.answers import ExtractedAnswer, extract_answer
 
-LAYERS: tuple[str, ...] = ("no_answer", "string", "numeric", "math_verify", "timeout", "unparsable")
+LAYERS: tuple[str, ...] = (
+    "no_answer", "string", "numeric", "equations", "math_verify", "interval", "family", "timeout", "unparsable",
+)
 REL_TOL = Fraction(1, 10_000)
 _CACHE_MAX = 200_000
 _STARTUP_TIMEOUT_S = 120.0
@@ -155,6 +167,7 @@ def _numbers_agree(pred: _Number, gold: _Number) -> bool:
 
 def _latex_for_parse(s: str) -> str:
     """Wrap a bare answer in ``$..$`` so LatexExtractionConfig finds it (``%`` would start a TeX comment)."""
+    s = _SQRT_PARENS.sub(r"\\sqrt{\1}", s.strip())  # Math-Verify #41 drops \sqrt(2)
     s = re.sub(r"(?<!\\)%", r"\\%", s)
     return s if "$" in s or "\\boxed" in s else f"${s}$"
 
@@ -177,23 +190,158 @@ def _numerically_distinct(gold: Any, pred: Any) -> bool:
     return bool(abs(a - b) > sympy.Rational(REL_TOL.numerator, REL_TOL.denominator) * max(abs(a), abs(b)))
 
 
-def _math_verify(gold: str, pred: str) -> tuple[bool, str]:
-    """Run parse/verify (gold first) with Math-Verify's signal timeouts disabled."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+def _parse(s: str) -> list[Any]:
+    """Math-Verify parse with its signal timeout off (we time the whole worker call instead)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    parsed = parse(_latex_for_parse(s), extraction_config=configs, parsing_timeout=None)
+    return parsed or parse(s, extraction_config=configs, parsing_timeout=None)
 
-    def _parse(s: str) -> list[Any]:
-        parsed = parse(_latex_for_parse(s), extraction_config=configs, parsing_timeout=None)
-        return parsed or parse(s, extraction_config=configs, parsing_timeout=None)
 
+def _verify(gold: list[Any], pred: list[Any]) -> bool:
+    from math_verify import verify
+
+    return bool(gold and pred and verify(gold, pred, timeout_seconds=None))
+
+
+# -- rescue layers: only ever turn Math-Verify's "no" into "yes", each on one narrow shape --
+
+_INTERVAL_MARKS = ("[", "]", "\\infty", "\\cup", "<", ">", "\\le", "\\ge")
+
+
+def _as_set(value: Any) -> Any:
+    """A sympy Set for an interval/union or a one-variable (in)equality chain; None otherwise."""
+    import sympy
+
+    if isinstance(value, (sympy.FiniteSet, set)) and value and all(isinstance(v, sympy.Rel) for v in value):
+        value = sympy.Or(*value)  # "x \\le -1 \\text{ or } x \\ge 2" parses as a set of relations
+    if isinstance(value, sympy.Set):
+        return value
+    if isinstance(value, sympy.Eq) and isinstance(value.rhs, sympy.Set):  # "x \\in [2, 5)"
+        return value.rhs
+    if isinstance(value, (sympy.Rel, sympy.And, sympy.Or)) and len(value.free_symbols) == 1:
+        try:
+            return value.as_set()
+        except (NotImplementedError, TypeError, ValueError):
+            return None
+    return None
+
+
+def _same_interval(gold: str, pred: str, gold_parsed: list[Any], pred_parsed: list[Any]) -> bool:
+    """Interval/union vs an inequality describing the same set of reals (Math-Verify accepts only one order)."""
+    import sympy
+
+    if not all(any(mark in side for mark in _INTERVAL_MARKS) for side in (gold, pred)):
+        return False  # "(2, 3)" alone may be a point; only rescue sides written as intervals/inequalities
+    g, p = _as_set(gold_parsed[0]), _as_set(pred_parsed[0])
+    if g is None or p is None or isinstance(g, sympy.FiniteSet) or isinstance(p, sympy.FiniteSet):
+        return False
+    g, p = g.doit(), p.doit()  # latex2sympy keeps products like (5*pi**2)/4 unevaluated
+    return bool(g == p or g.symmetric_difference(p) == sympy.S.EmptySet)
+
+
+_INTEGER_QUALIFIER = re.compile(
+    r"[,;]?\s*(?:\\(?:text|mathrm)\s*\{\s*(?:for|where)\s*(?:all|any|some)?\s*\}|\\quad|\\,|\\;|\s)*"
+    r"\(?\s*[kmn]\s*\\in\s*\\mathbb\s*\{?\s*Z\s*\}?\s*\)?"
+    r"|[,;]?\s*\\text\s*\{\s*(?:for|where)\s+(?:any|all|some|an?)?\s*(?:integers?\s*)?\}?\s*[kmn]?\s*"
+    r"(?:\\text\s*\{)?\s*(?:is\s+an?\s+)?(?:integers?)?\s*\}?\s*$"
+)
+_PARAMS = ("k", "n", "m")
+
+
+def _families(s: str) -> list[tuple[Any, Any]] | None:
+    """``a + p k`` families (offset a, step p) with k an integer parameter, or None if ``s`` is not that."""
+    import sympy
+
+    cleaned = _INTEGER_QUALIFIER.sub("", s).strip().rstrip(",")
+    parsed = _parse(cleaned)
+    if not parsed:
+        return None
+    value = parsed[0]
+    items = list(value) if isinstance(value, (sympy.FiniteSet, set, tuple, list)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, sympy.Eq):
+            item = item.rhs
+        if not isinstance(item, sympy.Expr):
+            return None
+        params = [sym for sym in item.free_symbols if sym.name in _PARAMS]
+        if len(params) != 1 or len(item.free_symbols) != 1:
+            return None
+        step = sympy.diff(item, params[0])
+        if step.free_symbols or step == 0:
+            return None  # not linear in the parameter
+        out.append((sympy.nsimplify(item.subs(params[0], 0)), step))
+    return out
+
+
+def _same_family(gold: str, pred: str, gold_parsed: list[Any], pred_parsed: list[Any]) -> bool:
+    """``a + pk`` and ``b + qk`` (k integer) are the same set iff |p| = |q| and (a - b)/p is an integer."""
+    import sympy
+
+    g, p = _families(gold), _families(pred)
+    if not g or not p:
+        return False
+
+    def same(x: tuple[Any, Any], y: tuple[Any, Any]) -> bool:
+        ratio = sympy.simplify(x[1] / y[1])
+        shift = sympy.simplify((x[0] - y[0]) / x[1])
+        return bool(ratio in (1, -1) and shift.is_integer)
+
+    return all(any(same(x, y) for y in p) for x in g) and all(any(same(y, x) for x in g) for y in p)
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas outside brackets: "f(x), g(x)" -> ["f(x)", "g(x)"]."""
+    parts, depth, current = [], 0, []
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+_TUPLE_EQUATION = re.compile(r"^\s*(?:\\left)?\((?P<lhs>.+)(?:\\right)?\)\s*=\s*(?:\\left)?\((?P<rhs>.+)(?:\\right)?\)\s*$")
+
+
+def _unpack_tuple_equation(s: str) -> str:
+    """``(a, b) = (1, 2)`` -> ``a = 1, b = 2``; anything else unchanged."""
+    m = _TUPLE_EQUATION.match(s)
+    if not m:
+        return s
+    lhs, rhs = _split_top(m.group("lhs")), _split_top(m.group("rhs"))
+    if len(lhs) < 2 or len(lhs) != len(rhs):
+        return s
+    return ", ".join(f"{a} = {b}" for a, b in zip(lhs, rhs))
+
+
+_RESCUES = (("interval", _same_interval), ("family", _same_family))
+
+
+def _math_verify(gold: str, pred: str) -> tuple[bool, str]:
+    """Math-Verify (gold first) with the #14 guard, then the rescue layers for its known misses."""
+    unpacked = _unpack_tuple_equation(gold), _unpack_tuple_equation(pred)
+    if unpacked != (gold, pred):
+        return _verify(_parse(unpacked[0]), _parse(unpacked[1])), "equations"
     gold_parsed, pred_parsed = _parse(gold), _parse(pred)
     if not gold_parsed or not pred_parsed:
         return False, "unparsable"
-    correct = verify(gold_parsed, pred_parsed, timeout_seconds=None)
-    if correct and "%" not in gold + pred and _numerically_distinct(gold_parsed[0], pred_parsed[0]):
-        correct = False
-    return bool(correct), "math_verify"
+    if _verify(gold_parsed, pred_parsed):
+        distinct = "%" not in gold + pred and _numerically_distinct(gold_parsed[0], pred_parsed[0])
+        return not distinct, "math_verify"
+    for layer, rescue in _RESCUES:
+        try:
+            if rescue(gold, pred, gold_parsed, pred_parsed):
+                return True, layer
+        except Exception:  # noqa: BLE001 - sympy cannot decide this shape: the rescue does not apply
+            continue
+    return False, "math_verify"
 
 
 def _worker_main(conn: Connection) -> None:
@@ -265,7 +413,7 @@ class Grader:
 
     String and numeric verdicts are computed in-process (microseconds); only
     the Math-Verify layer goes to the worker process, one request at a time.
-    Verdicts, timeouts included, are cached per normalised (pred, gold) pair
+    Verdicts, timeouts included, are cached per (pred, gold) pair as written
     because rollout answers repeat heavily and a pathological pair must not
     cost ``timeout_s`` again.
 
@@ -288,7 +436,7 @@ class Grader:
         """Grade an extracted answer against an already-extracted reference answer."""
         if predicted is None or not predicted.strip():
             return Verdict(False, "no_answer")
-        key = (normalize_answer(predicted), normalize_answer(reference))
+        key = (predicted.strip(), reference.strip())
         with self._cache_lock:
             cached = self._cache.get(key)
         if cached is not None:
@@ -306,11 +454,13 @@ class Grader:
         return extracted, self.grade(extracted.value if extracted else None, reference)
 
     def _grade_uncached(self, pred: str, gold: str) -> Verdict:
-        if not pred:
+        """Normalised forms decide only the cheap layers; Math-Verify sees the answers as written."""
+        norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
+        if not norm_pred:
             return Verdict(False, "no_answer")
-        if pred == gold:
+        if norm_pred == norm_gold:
             return Verdict(True, "string")
-        pred_num, gold_num = _parse_number(pred), _parse_number(gold)
+        pred_num, gold_num = _parse_number(norm_pred), _parse_number(norm_gold)
         if pred_num is not None and gold_num is not None:
             return Verdict(_numbers_agree(pred_num, gold_num), "numeric")
         correct, layer = self._run_math_verify(gold, pred)

@@ -29,6 +29,22 @@ from steplabel.rollouts.answers import ExtractedAnswer, extract_answer, referenc
         ("compute 10-3", "3", "last_number"),  # binary minus is not a sign
         ("half is 1/2", "1/2", "last_number"),
         ("it is .5", ".5", "last_number"),
+        # a closing sentence is never the answer itself (Minerva "Final Answer:" format)
+        ("Final Answer: The final answer is $57$. I hope it is correct.", "57", "answer_is"),
+        ("\\boxed{\\text{The final answer is } 57}", "57", "boxed"),
+        ("The answer is $x = 3$ for both cases.", "x = 3", "answer_is"),
+        # several answers
+        ("The solutions are $-3$,$1$,$4$.", "-3, 1, 4", "last_math"),
+        ("The pairs are $(2,3)$ and $(5,7)$.", "(2,3), (5,7)", "last_math"),
+        ("The roots are $\\boxed{-3}$, $\\boxed{1}$ and $\\boxed{4}$.", "-3, 1, 4", "boxed"),
+        ("First $\\boxed{2}$. Then we check more and get $\\boxed{5}$", "5", "boxed"),  # not one list
+        # no marker: the whole final expression, never a number from inside it
+        ("So the probability is \\frac{7}{16}.", "\\frac{7}{16}", "last_number"),
+        ("So the probability is $\\frac{7}{16}$", "\\frac{7}{16}", "last_math"),
+        ("Thus $P = \\frac{1}{2} \\cdot \\frac{7}{8} = \\frac{7}{16}$.", "\\frac{7}{16}", "last_math"),
+        ("Solving, we find $y = 2x + 1$.", "y = 2x + 1", "last_math"),  # one equation is kept whole
+        ("We get $x = 2$, so 5 apples remain.", "5", "last_number"),  # prose number after the math
+        ("She pays $18 and $5 for eggs, so 23 total.", "23", "last_number"),  # currency is not math
     ],
 )
 def test_extract_answer(text: str, value: str, rule: str) -> None:

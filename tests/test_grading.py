@@ -93,6 +93,31 @@ CORPUS = [
     ("2021", "\\pm 2021", False, "math_verify"),
     ("n=1,2,3", "n=2,3,4", False, "math_verify"),
     ("3x-y+13=0", "3x+4y+14=0", False, "math_verify"),  # #60
+    # Math-Verify sees the answer as written: units and text survive (normalising first broke them)
+    ("10 \\text{ dollars}", "10", True, "math_verify"),
+    ("5\\text{ cm}", "5", True, "math_verify"),
+    ("4, 1, -3", "-3,1,4", True, "math_verify"),  # several answers, any order
+    ("4, 1", "-3,1,4", False, "math_verify"),
+    ("x = 1 \\text{ or } x = -2", "1,-2", True, "math_verify"),
+    # intervals vs inequalities (Math-Verify accepts only gold-inequality / predicted-interval)
+    ("x<3", "(-\\infty, 3)", True, "interval"),
+    ("2 \\le x < 5", "[2,5)", True, "interval"),
+    ("x \\le -1 \\text{ or } x \\ge 2", "(-\\infty,-1]\\cup[2,\\infty)", True, "interval"),
+    ("\\frac{\\pi^2}{8} \\le x \\le \\frac{5 \\pi^2}{4}", "\\left[ \\frac{\\pi^2}{8}, \\frac{5 \\pi^2}{4} \\right]", True, "interval"),
+    ("x>3", "(-\\infty,3)", False, "math_verify"),
+    ("2<x<3", "(2,3)", False, "math_verify"),  # a bare (2, 3) may be a point: no rescue
+    # integer-parameter families: same set of values, whatever the parameter is called
+    ("\\frac{\\pi}{2}+k\\pi, k\\in\\mathbb{Z}", "x = \\frac{\\pi}{2} + k\\pi", True, "family"),
+    ("x=\\frac{\\pi}{2}+n\\pi", "\\frac{\\pi}{2}+k\\pi", True, "family"),
+    ("-\\frac{\\pi}{2}+k\\pi", "\\frac{\\pi}{2}+k\\pi", True, "family"),
+    ("\\frac{5\\pi}{6}+2n\\pi, \\frac{\\pi}{6}+2n\\pi", "\\frac{\\pi}{6}+2k\\pi, \\frac{5\\pi}{6}+2k\\pi", True, "family"),
+    ("\\frac{\\pi}{4}+k\\pi", "\\frac{\\pi}{2}+k\\pi", False, "math_verify"),
+    ("2k\\pi", "k\\pi", False, "math_verify"),
+    ("\\frac{\\pi}{6}+2n\\pi", "\\frac{\\pi}{6}+2k\\pi, \\frac{5\\pi}{6}+2k\\pi", False, "math_verify"),
+    # answers written as tuple equations are judged as systems
+    ("(f(x), g(x)) = (2x, 3)", "f(x)=2x, g(x)=3", True, "equations"),
+    ("(f(x), g(x)) = (2x, 4)", "f(x)=2x, g(x)=3", False, "equations"),
+    ("(x, y) = (2, 1)", "x=1, y=2", False, "equations"),  # raw Math-Verify: True
     # no answer
     (None, "3", False, "no_answer"),
     ("  ", "3", False, "no_answer"),
