@@ -1,4 +1,5 @@
-"""An LLM judge that names the first wrong step of a solution (ALGORITHMS.md sections 4.2 and 6).
+"""An LLM judge that names the first wrong step of a solution (the Qwen "Lessons" LLM-as-judge, arXiv
+2501.07301 §4.2, with ProcessBench's critique protocol, arXiv 2412.06559).
 
 Settings and the default prompt: :mod:`steplabel.checks.judge_config`. The judge needs no reference answer and
 no grading, so it is a check (:func:`judge_run`: one prompt query, then the vote) rather than a rollout

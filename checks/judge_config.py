@@ -1,4 +1,5 @@
-"""Settings of the LLM judge that locates the first wrong step (ALGORITHMS.md sections 4.2 and 6).
+"""Settings of the LLM judge that locates the first wrong step (Qwen "Lessons",
+arXiv 2501.07301 §4.2; ProcessBench, arXiv 2412.06559).
 
 The judge reads the problem and the solution's steps, wrapped in ``<paragraph_i>`` tags and indexed from 0
 as in ProcessBench's critique template, reviews them in order, stops at the first error (the Qwen

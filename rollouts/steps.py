@@ -2,7 +2,8 @@
 
 A PRM label is attached to each step, and Monte-Carlo rollouts continue from a
 prefix of steps, so ``join_steps(split_steps(t, m)[:k], m)`` must give a prefix
-the model can continue.  Three splitters are supported (DESIGN.md section 6):
+the model can continue.  Three splitters are supported (OmegaPRM §4.2 treats any token span as a step and
+aims for about 16 pieces per solution):
 
 * ``blank_line``   - one step per paragraph (Math-Shepherd / PRM800K style).
 * ``step_pattern`` - one step per ``Step k:`` line (models prompted to number steps).

@@ -1,4 +1,4 @@
-"""The one engine interface every backend implements (DESIGN.md section 5).
+"""The one engine interface every backend implements.
 
 A request is a raw text prefix to continue. Each request carries its own seed, derived from
 (base seed, problem, prefix) by :func:`derive_seed`; sample ``i`` of a request uses ``seed + i``, which is
