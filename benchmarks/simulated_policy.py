@@ -1,6 +1,6 @@
 """A simulated policy/completer with planted first errors: the ground truth for comparing labelers.
 
-Benchmarks only, never a product default (DESIGN.md section 10).
+Benchmarks only, never a product default.
 
 Each problem has a pass rate ``p`` (uniform in [p_low, p_high]) and a typical length. A continuation from a
 prefix is a list of ``Step j: ...`` lines and ``The answer is X.``:

@@ -63,8 +63,10 @@ def consensus(
     """Keep or drop one solution. ``labels``: its per-step labels (True = good), one per step.
 
     first_error mode compares ``mc_first_error`` with ``judge_first_error`` (-1 only agrees with -1);
-    genprm mode compares ``labels`` with :func:`judge_labels_from_first_error` step by step (so labels
-    should follow the "bad after the first error" convention, as GenPRM's RPE labels do).
+    genprm mode compares ``labels`` with :func:`judge_labels_from_first_error` step by step. The judge's
+    labels are bad from its index on, while RPE labels each step by its own ratio and may turn good again
+    after a failing one (:func:`steplabel.labelers.rpe.rpe_labels`): such a solution always differs from
+    the judge on the recovered steps and is dropped, as GenPRM drops any solution with a differing label.
     """
     cfg = config or ConsensusConfig()
     n_steps = len(labels)

@@ -1,6 +1,6 @@
 """What every labeler speaks: rollout queries out, rollout outcomes in, step labels at the end.
 
-A labeler is a generator (DESIGN.md section 2). It yields a list of :class:`RolloutQuery` (prefixes to
+A labeler is a generator (docs/labelers.md). It yields a list of :class:`RolloutQuery` (prefixes to
 continue, k samples each), receives the matching list of :class:`RolloutOutcome`, and finally returns
 :class:`StepLabels`. The wave driver advances many of them together, so one engine call serves every
 solution of a shard; the same labeler runs unchanged on a scripted engine, a CPU model or vLLM.
@@ -42,11 +42,15 @@ class RolloutQuery:
 
 @dataclass(frozen=True)
 class RolloutOutcome:
+    """The graded samples of one query. A sample cut off by ``max_tokens`` (``truncated_flags``) has no final
+    answer: it counts in ``total`` but is never correct, and it is not a wrong answer worth searching."""
+
     correct: int
     total: int
     tokens: int
     texts: tuple[str, ...] = ()
     correct_flags: tuple[bool, ...] = ()
+    truncated_flags: tuple[bool, ...] = ()
 
     @property
     def mc(self) -> float:
@@ -65,7 +69,8 @@ class TextOutcome:
 
 @dataclass
 class StepLabels:
-    """Per-step labels of one solution plus what they cost. Lists have one entry per step."""
+    """Per-step labels of one solution plus what they cost. Lists have one entry per labelled step: every
+    step, except for SCAN negatives, which stop at the first error (the later steps carry no label)."""
 
     labels: list[bool]
     mc_scores: list[float]
@@ -105,7 +110,24 @@ class StepLabels:
             raise ValueError(f"step label lists differ in length: {sorted(sizes)}")
 
 
-LabelerRun = Generator[list[RolloutQuery], list[RolloutOutcome], StepLabels]
+@dataclass
+class Dropped:
+    """A solution the labeler refused to label, and why: it goes to the rejects table, never into scores.
+
+    Reasons: ``self_confidence_below_threshold`` (SCAN question under the SC threshold),
+    ``scan_no_zero_mc`` (SCAN: a wrong solution whose scan found no prefix with MC = 0),
+    ``question_filter_all_right_or_all_wrong`` (OmegaPRM tree mode's question filter),
+    ``question_search_limit`` / ``question_rollout_budget`` (OmegaPRM tree mode: the question's budget was
+    spent before this wrong solution's own search could start).
+    """
+
+    reason: str
+    rollouts_used: int = 0
+    tokens_generated: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+LabelerRun = Generator[list[RolloutQuery], list[RolloutOutcome], StepLabels | Dropped]
 CheckRun = Generator[list[GenerationRequest], list[TextOutcome], Any]
 """A model-based check: yields engine requests, returns its verdict (a judge verdict, code verdicts...)."""
 

@@ -1,4 +1,4 @@
-"""The wave driver: advances every labeler state machine of a shard together (DESIGN.md section 2).
+"""The wave driver: advances every labeler state machine of a shard together (docs/labelers.md).
 
 Each wave gathers the pending rollout queries of all active solutions and sends them to the engine in
 ONE ``generate`` call, queries of the same solution adjacent and prompts byte-identical so prefix caches
@@ -61,7 +61,7 @@ class WaveStats:
 
 @dataclass
 class DriverResult:
-    labels: dict[str, Any] = field(default_factory=dict)  # id -> what its generator returned (StepLabels...)
+    labels: dict[str, Any] = field(default_factory=dict)  # id -> what its generator returned (StepLabels, Dropped...)
     failures: dict[str, str] = field(default_factory=dict)  # solution_id -> what went wrong
     spent: dict[str, tuple[int, int]] = field(default_factory=dict)  # solution_id -> (samples, tokens) used
     waves: int = 0
@@ -109,13 +109,17 @@ class WaveDriver:
         if isinstance(query, GenerationRequest):
             return TextOutcome(tuple(c.text for c in gen.completions), gen.tokens_generated, gen.error)
         assert task is not None and self.judge is not None
-        # A continuation cut off by max_tokens has no final answer, whatever its last number says.
-        flags = tuple(c.finish_reason != "length" and self.judge(c.text, task.reference) for c in gen.completions)
+        # A continuation cut off by max_tokens has no final answer, whatever its last number says: never
+        # correct, and flagged so that no labeler searches it as a wrong answer.
+        truncated = tuple(c.finish_reason == "length" for c in gen.completions)
+        flags = tuple(not cut and self.judge(c.text, task.reference)
+                      for c, cut in zip(gen.completions, truncated, strict=True))
         return RolloutOutcome(correct=sum(flags), total=len(flags), tokens=gen.tokens_generated,
-                              texts=tuple(c.text for c in gen.completions), correct_flags=flags)
+                              texts=tuple(c.text for c in gen.completions), correct_flags=flags,
+                              truncated_flags=truncated)
 
     def run(self, tasks: Sequence[SolutionTask], labeler: Labeler) -> DriverResult:
-        """Label every task; ``labels`` maps solution ids to their :class:`StepLabels`."""
+        """Label every task; ``labels`` maps solution ids to their :class:`StepLabels` or :class:`Dropped`."""
         return self._run({task.solution_id: labeler.label(task) for task in tasks},
                          {task.solution_id: task for task in tasks})
 

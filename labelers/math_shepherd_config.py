@@ -1,4 +1,4 @@
-"""Settings of the Math-Shepherd labeler (Wang et al., ACL 2024; ALGORITHMS.md section 1).
+"""Settings of the Math-Shepherd labeler (Wang et al., ACL 2024; docs/labelers.md).
 
 For step i of a K-step solution the completer decodes N continuations from the prefix s_1..s_i:
 

@@ -9,14 +9,19 @@ Formulas and defaults: :mod:`steplabel.labelers.omegaprm_config`. One ``label(ta
   error is step ``hi - 1`` (0-based). At most ``ceil(log2 M)`` MC estimates for an M-step solution.
 * ``tree``: one tree per question, shared by all of its solutions (as in the paper, where the solutions
   are rollouts from the question). The root is estimated once, with ``filter_k`` rollouts (the question
-  filter: all right or all wrong stops the tree there); each solution is then searched as a rollout of
-  the root; wrong-answer rollouts of states with 0 < MC < 1 form the question's candidate pool and the
-  search pops ``argmax Q + U`` until the question's search limit, its rollout budget or an empty pool.
-  A state estimated for one solution is reused by its siblings. Rollout texts are cut into steps with
-  ``step_format`` (see :class:`OmegaPRMConfig`). Every state created by a search is kept; states before
-  the first error are good, the error state has MC = 0.
+  filter: all right or all wrong drops the question: every solution comes back :class:`Dropped`); each
+  wrong solution is then searched as a rollout of the root; wrong-answer rollouts of states with
+  ``mc_threshold`` < MC < 1 form the question's candidate pool (a rollout cut off by ``max_tokens`` has
+  no answer and never enters it) and the search pops ``argmax Q + U`` until the question's search limit,
+  its rollout budget or an empty pool. The limit and the budget bound the whole question: a wrong
+  solution whose own search would start after they are spent is :class:`Dropped` too. A state estimated
+  for one solution is reused by its siblings. Rollout texts are cut into steps with ``step_format`` (see
+  :class:`OmegaPRMConfig`). Every state created by a search is kept, as the child of its longest
+  estimated-or-pending prefix in the tree (a new state between a parent and its children adopts the
+  children it prefixes), so siblings are always different actions from the same state; states before the
+  first error are good, the error state has MC <= ``mc_threshold``.
 
-Differences from public code, on purpose (ALGORITHMS.md 2.7): a selected (state, rollout) leaves the pool
+Differences from public code, on purpose (docs/labelers.md): a selected (state, rollout) leaves the pool
 for good (openr PR #98); N(s) of the selected state is incremented; answers are graded by the driver's
 grader (no substring test); a prefix already estimated in this tree is reused, not rolled out again.
 Rollout length in Q is counted in words of the text, since engines report tokens per request, not per
@@ -31,10 +36,10 @@ prefix was estimated (the last step: its own graded final answer, 1 sample), 0 e
 Cost: ``rollouts_used`` / ``tokens_generated`` of a solution count the rollouts its own queries spent
 (the root estimate goes to the solution that issued it), so a question's rows sum to what it cost.
 
-``StepLabels.extra``: ``paths`` (the paths this solution searched: {steps, labels, mc, soft}),
-``searches`` (its own), ``states`` (of the tree when it finished), ``root_mc``, ``question_filtered``
-(tree mode), ``pairs`` (pairwise mode: the pairs of the question's tree that appeared since the previous
-sibling finished; over a question's rows they cover its tree once).
+``StepLabels.extra``: ``paths`` (the paths this solution searched: {steps, labels, mc, soft}), ``searches``
+(its own), ``states`` (of the tree when it finished), ``root_mc`` (tree mode), ``pairs`` (pairwise mode:
+the pairs of the question's tree that appeared since the previous labelled sibling finished; over a
+question's rows they cover its tree once). ``Dropped.extra``: ``root_mc``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from steplabel.labelers.base import (
+    Dropped,
     LabelerRun,
     RolloutOutcome,
     RolloutQuery,
@@ -117,8 +123,10 @@ class OmegaTree:
     # ---------------------------------------------------------------- statistics
 
     def record(self, state: State, outcome: RolloutOutcome, *, pool: bool, spent: Spent | None = None) -> None:
-        """Add an MC estimate to ``state``: N += 1, counts, and its wrong rollouts to the pool if 0 < MC < 1.
-        ``spent``: the solution whose query this was, charged for it."""
+        """Add an MC estimate to ``state``: N += 1, counts, and its wrong-answer rollouts to the pool if
+        ``mc_threshold`` < MC < 1 (a state at or under the threshold is one the search treats as failed).
+        Truncated rollouts have no answer: they are not wrong answers to search. ``spent``: the solution
+        whose query this was, charged for it."""
         if spent is not None:
             spent.rollouts += outcome.total
             spent.tokens += outcome.tokens
@@ -129,18 +137,33 @@ class OmegaTree:
         state.rollouts += outcome.texts
         state.flags += outcome.correct_flags
         self.rollouts += outcome.total
-        if pool and 0.0 < state.mc < 1.0:
-            for text, ok in zip(outcome.texts, outcome.correct_flags, strict=True):
-                if not ok:
+        if pool and self.config.mc_threshold < state.mc < 1.0:
+            cut = outcome.truncated_flags or (False,) * len(outcome.texts)
+            for text, ok, truncated in zip(outcome.texts, outcome.correct_flags, cut, strict=True):
+                if not ok and not truncated:
                     self.pool.append(Candidate(state, text, len(text.split()), self._order))
                     self._order += 1
 
-    def child(self, steps: tuple[str, ...], parent: State) -> State:
+    def child(self, steps: tuple[str, ...]) -> State:
+        """The state of ``steps``, created under its longest prefix in the tree if new. Children of that
+        parent which extend ``steps`` move under the new state, so no state is ever the sibling of its own
+        extension (a pair is always two actions from one state)."""
         state = self.by_steps.get(steps)
-        if state is None:
-            state = State(steps=steps, parent=parent)
-            self.by_steps[steps] = state
-            parent.children.append(state)
+        if state is not None:
+            return state
+        parent = self.root
+        while True:
+            deeper = next((c for c in parent.children if steps[: len(c.steps)] == c.steps), None)
+            if deeper is None:
+                break
+            parent = deeper
+        state = State(steps=steps, parent=parent)
+        adopted = [c for c in parent.children if c.steps[: len(steps)] == steps]
+        parent.children = [c for c in parent.children if c not in adopted] + [state]
+        for c in adopted:
+            c.parent = state
+        state.children = adopted
+        self.by_steps[steps] = state
         return state
 
     def q_value(self, candidate: Candidate) -> float:
@@ -177,16 +200,16 @@ class OmegaTree:
     def binary_search(self, start: State, rollout: tuple[str, ...], *, pool: bool, spent: Spent) -> Search:
         """First error of ``start.steps + rollout``, a complete rollout with a wrong final answer.
 
-        Yields one query per MC estimate; returns the searched path: the good states from the root to
-        the last good prefix, then the error state (MC = 0). Estimated prefixes become states: each good
-        one is the parent of the next, a bad one hangs off the good state current when it was estimated.
+        Yields one query per MC estimate; returns the searched path: the states from the root to the last
+        good prefix, then the error state (MC <= ``mc_threshold``). At most ``ceil(log2 M)`` estimates for
+        an M-step rollout.
         """
         self.searches += 1
         lo, hi = 0, len(rollout)
-        parent = start
+        good = start
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            state = self.child(start.steps + rollout[:mid], parent)
+            state = self.child(start.steps + rollout[:mid])
             while not state.estimated:
                 if state.in_flight:
                     yield []  # a sibling solution is estimating this prefix
@@ -198,13 +221,13 @@ class OmegaTree:
                     state.in_flight = False
                 self.record(state, outcomes[0], pool=pool, spent=spent)
             if state.mc > self.config.mc_threshold:
-                lo, parent = mid, state
+                lo, good = mid, state
             else:
                 hi = mid
-        error = self.child(start.steps + rollout[:hi], parent)
+        error = self.child(start.steps + rollout[:hi])
         if not error.estimated:  # the complete rollout: its own graded (wrong) final answer
             error.correct, error.total, error.estimated = 0, 1, True
-        return [*parent.chain(), error]
+        return [*good.chain(), error]
 
 
 def path_mc(path: list[State], n_steps: int) -> list[State | None]:
@@ -245,8 +268,8 @@ class OmegaPRMLabeler:
                 self._working[pid] -= 1
                 if self._working[pid] == 0:  # the question is done: free its tree
                     del self._working[pid], self._trees[pid]
-        if self.config.label_mode == "pairwise":
-            labels.extra["pairs"] = tree.new_pairs()
+        if self.config.label_mode == "pairwise" and isinstance(labels, StepLabels):
+            labels.extra["pairs"] = tree.new_pairs()  # a dropped solution leaves them to its siblings
         return labels
 
     def _estimate_root(self, task: SolutionTask, tree: OmegaTree, spent: Spent) -> LabelerRun:
@@ -272,27 +295,27 @@ class OmegaPRMLabeler:
         searches = 0
         if tree_mode:
             yield from self._estimate_root(task, tree, spent)
-        filtered = tree.filtered
+        tree_extra: dict[str, object] = {"root_mc": tree.root.mc} if tree_mode else {}
+        if tree.filtered:
+            return Dropped("question_filter_all_right_or_all_wrong", spent.rollouts, spent.tokens, tree_extra)
 
         paths: list[dict[str, object]] = []
         # The solution: a searched rollout of the root (a correct one is a good leaf, nothing to search).
-        if task.final_correct or filtered:  # correct: a good leaf; filtered: the question is dropped anyway
-            end = tree.child(task.steps, tree.root)
+        if task.final_correct:
+            end = tree.child(task.steps)
             if not end.estimated:
-                end.correct, end.total, end.estimated = int(task.final_correct), 1, True
+                end.correct, end.total, end.estimated = 1, 1, True
             solution_path = [tree.root, end]
         else:
-            solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode and not filtered,
-                                                          spent=spent)
+            spent_on = self._budget_spent(tree) if tree_mode else None
+            if spent_on is not None:  # the question's limit bounds this solution's own search too
+                return Dropped(spent_on, spent.rollouts, spent.tokens, tree_extra)
+            solution_path = yield from tree.binary_search(tree.root, task.steps, pool=tree_mode, spent=spent)
             searches += 1
             paths.append(self._path(solution_path))
 
-        if tree_mode and not filtered:
-            while (
-                tree.pool
-                and tree.searches < config.search_limit
-                and (config.rollout_budget is None or tree.rollouts < config.rollout_budget)
-            ):
+        if tree_mode:
+            while tree.pool and self._budget_spent(tree) is None:
                 candidate = tree.select()
                 rollout = self.split(candidate.text)
                 if not rollout:
@@ -302,13 +325,20 @@ class OmegaPRMLabeler:
                 paths.append(self._path(path))
 
         labels = self._solution_labels(task, tree, solution_path, spent)
-        labels.extra = {"paths": paths, "searches": searches, "states": len(tree.by_steps)}
-        if tree_mode:
-            labels.extra.update(root_mc=tree.root.mc, question_filtered=filtered)
+        labels.extra = {"paths": paths, "searches": searches, "states": len(tree.by_steps), **tree_extra}
         return labels
 
+    def _budget_spent(self, tree: OmegaTree) -> str | None:
+        """Why the question may start no more searches (its search limit, its rollout budget), or None."""
+        if tree.searches >= self.config.search_limit:
+            return "question_search_limit"
+        if self.config.rollout_budget is not None and tree.rollouts >= self.config.rollout_budget:
+            return "question_rollout_budget"
+        return None
+
     def _soft(self, mc: float) -> float:
-        return float(mc > 0) if self.config.label_mode == "hard" else mc
+        """Hard mode: the bool label as 0/1 (MC > ``mc_threshold``); soft and pairwise: MC itself."""
+        return float(mc > self.config.mc_threshold) if self.config.label_mode == "hard" else mc
 
     def _path(self, path: list[State]) -> dict[str, object]:
         error = path[-1]

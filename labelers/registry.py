@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from steplabel.labelers.base import Labeler
 from steplabel.labelers.math_shepherd import MathShepherdLabeler
 from steplabel.labelers.math_shepherd_config import MathShepherdConfig
@@ -22,13 +24,18 @@ LABELERS = {
 }
 
 
-def make_labeler(config: AnyLabelerConfig, *, step_format: str | None = None, chunk_words: int | None = None) -> Labeler:
+def make_labeler(config: AnyLabelerConfig, *, step_format: str | None = None, chunk_words: int | None = None,
+                 policy_samples: Mapping[str, tuple[int, int]] | None = None) -> Labeler:
     """A fresh labeler for one shard run (SCAN caches per-problem self-confidence in the instance).
 
     ``step_format`` / ``chunk_words``: the run's ``prompt`` settings, used by OmegaPRM's tree mode to cut
-    rollout texts into steps unless its own config sets ``step_format``.
+    rollout texts into steps unless its own config sets ``step_format``. ``policy_samples``: problem_id ->
+    (correct, drawn) over every policy sample, rejected ones included (:func:`~steplabel.labelers.scan.
+    policy_pass_counts`), for SCAN's self-confidence.
     """
+    if isinstance(config, OmegaPRMConfig):
+        return OmegaPRMLabeler(config, step_format=step_format, chunk_words=chunk_words)
+    if isinstance(config, ScanConfig):
+        return ScanLabeler(config, policy_samples)
     _, labeler_class = LABELERS[config.name]
-    if labeler_class is OmegaPRMLabeler:
-        return OmegaPRMLabeler(config, step_format=step_format, chunk_words=chunk_words)  # type: ignore[arg-type]
     return labeler_class(config)  # type: ignore[arg-type]

@@ -43,8 +43,11 @@ def zero_after_first_error(mc: Sequence[float]) -> list[float]:
 def rpe_labels(base_mc: float, mc: Sequence[float], threshold: float) -> tuple[list[bool], list[float], list[float | None]]:
     """(labels, soft labels, raw ratios) for per-step MC values and the question's MC.
 
-    Each step is labelled by its own ratio, as GenPRM does: a step after a failing ratio may be good again
-    while MC stays above 0; the first error (ProcessBench) is the first failing ratio.
+    Each step is labelled by its own ratio (GenPRM Eq. 11): a step after a failing ratio is good again when
+    its own ratio passes and MC is still above 0; only after the first MC = 0 is every label bad. The first
+    error (ProcessBench) is the first failing ratio. Such non-monotone labels never match a judge's
+    (good before its index, bad from it on), so the GenPRM consensus filter drops those solutions
+    (:func:`steplabel.checks.consensus.consensus`, ``mode: genprm``).
     """
     ratios = relative_progress(base_mc, zero_after_first_error(mc))
     labels = [p is not None and p >= threshold for p in ratios]

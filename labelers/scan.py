@@ -2,26 +2,39 @@
 
 Formulas, defaults and the SC estimate: :mod:`steplabel.labelers.scan_config`.
 
-Per-problem self-confidence is shared through the labeler instance (one instance per shard run). Every
-solution first waits one wave (the driver's empty yield) so that all solutions of the shard have
-registered their graded final answers; then the first solution of a problem that still needs samples
-issues one query with an empty prefix (the policy's own samples from the question) while its siblings
-wait; if that solution is stopped (engine failure) a sibling takes over.
+Per-problem self-confidence is shared through the labeler instance (one instance per shard run). SC is a
+pass rate over every policy sample of the question: ``policy_samples`` (problem_id -> (correct, drawn),
+from :func:`policy_pass_counts`) counts the pipeline's answerless, truncated and duplicate samples too;
+without it, the graded final answers of the solutions being labelled are the samples. Every solution
+first waits one wave (the driver's empty yield) so that all solutions of the shard have registered; then
+the first solution of a problem that still needs samples issues one query with an empty prefix (the
+policy's own samples from the question; a truncated or answerless sample counts as not correct) while
+its siblings wait; if that solution is stopped (engine failure) a sibling takes over.
 
-Per-step outputs: ``mc_scores`` / ``mc_correct`` / ``mc_total`` are the scanned c_t (the last step: its own
-graded final answer); steps not rolled out have ``mc_total`` 0 (steps after the error: MC 0, label bad;
-confident correct solutions: MC 1, label good). ``labels`` are c_t > 0 up to the error; ``soft_labels``
-are the tolerance-distance targets. ``extra``: ``self_confidence``, ``sc_samples``, ``confident``,
-``scan_class`` (positive | negative | filtered) and, when skipped, ``filtered``.
+What comes back, as in SCAN's code:
+
+* confident correct solutions: every step good, MC 1, no rollouts (``mc_total`` 0 but the last step);
+* a question under the threshold with ``below_threshold: skip``: :class:`Dropped`
+  (``self_confidence_below_threshold``), never a placeholder label;
+* scanned solutions: ``mc_scores`` / ``mc_correct`` / ``mc_total`` are the scanned c_t, ``labels`` c_t > 0,
+  ``soft_labels`` the tolerance-distance targets. A negative stops at its error step: its lists hold steps
+  0..e only (the later steps carry no label). A wrong solution whose scan finds no c_t = 0 before its
+  last step is :class:`Dropped` (``scan_no_zero_mc``: the annotator over-estimated, SCAN discards it); a
+  one-step wrong solution is a negative at step 0 with no rollouts.
+
+``extra`` (also of a dropped solution): ``self_confidence``, ``sc_samples``, ``confident`` and, when
+labelled, ``scan_class`` (positive | negative).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
-from steplabel.labelers.base import LabelerRun, RolloutQuery, SolutionTask, StepLabels
+from steplabel.labelers.base import Dropped, LabelerRun, RolloutQuery, SolutionTask, StepLabels
 from steplabel.labelers.scan_config import ScanConfig
+from steplabel.rollouts.sampling import SampledSolution, SampleReject
 
 
 def tolerance_soft_labels(c: Sequence[float], error: int, n_steps: int, sc: float, d: int) -> list[float]:
@@ -50,11 +63,31 @@ def balance(classes: Sequence[str], seed: int = 0) -> list[int]:
     return sorted(rng.sample(pos, n) + rng.sample(neg, n))
 
 
+def policy_pass_counts(solutions: Sequence[SampledSolution],
+                       rejects: Sequence[SampleReject]) -> dict[str, tuple[int, int]]:
+    """problem_id -> (correct, drawn) over every policy sample: a kept solution counts its verdict, a
+    duplicate the verdict of the kept sample it repeats, and an answerless, truncated, unsplittable or
+    timed-out sample counts as drawn and not correct. A problem whose request failed drew nothing."""
+    correct_ids = {s.solution_id for s in solutions if s.verdict.correct}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for s in solutions:
+        counts[s.problem.problem_id][0] += s.verdict.correct
+        counts[s.problem.problem_id][1] += 1
+    for r in rejects:
+        if r.sample_index is None:  # the whole request failed: no sample was drawn
+            continue
+        counts[r.problem.problem_id][0] += r.reason == "duplicate_solution" and r.solution_id in correct_ids
+        counts[r.problem.problem_id][1] += 1
+    return {pid: (c, n) for pid, (c, n) in counts.items()}
+
+
 class ScanLabeler:
     name = "scan"
 
-    def __init__(self, config: ScanConfig) -> None:
+    def __init__(self, config: ScanConfig, policy_samples: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """``policy_samples``: problem_id -> (correct, drawn) of every policy sample (:func:`policy_pass_counts`)."""
         self.config = config
+        self._policy = dict(policy_samples or {})
         self._answers: dict[str, list[bool]] = {}  # problem_id -> graded final answers of its solutions
         self._sc: dict[str, tuple[float, int]] = {}  # problem_id -> (SC, samples behind it)
         self._issuer: dict[str, str] = {}  # problem_id -> solution_id whose top-up query is in flight
@@ -74,10 +107,13 @@ class ScanLabeler:
             if pid in self._issuer:
                 yield []  # a sibling's query is in flight
                 continue
-            seen = self._answers.get(pid, []) if config.sc_from_solutions else []
-            need = config.sc_samples - len(seen)
+            seen_correct, seen = 0, 0
+            if config.sc_from_solutions:
+                answers = self._answers.get(pid, [])
+                seen_correct, seen = self._policy.get(pid, (sum(answers), len(answers)))
+            need = config.sc_samples - seen
             if need <= 0:
-                self._sc[pid] = (sum(seen) / len(seen), len(seen))
+                self._sc[pid] = (seen_correct / seen, seen)
                 break
             self._issuer[pid] = task.solution_id
             try:
@@ -88,8 +124,8 @@ class ScanLabeler:
             del self._issuer[pid]
             rollouts += outcomes[0].total
             tokens += outcomes[0].tokens
-            total = len(seen) + outcomes[0].total
-            self._sc[pid] = ((sum(seen) + outcomes[0].correct) / total if total else 0.0, total)
+            total = seen + outcomes[0].total
+            self._sc[pid] = ((seen_correct + outcomes[0].correct) / total if total else 0.0, total)
 
         sc, sc_n = self._sc[pid]
         confident = sc >= config.confidence_threshold
@@ -101,14 +137,8 @@ class ScanLabeler:
                 labels=[True] * n, mc_scores=[1.0] * n, mc_correct=[0] * (n - 1) + [1], mc_total=[0] * (n - 1) + [1],
                 soft_labels=[1.0] * n, first_error=-1,
             )
-            extra["scan_class"] = "positive"
         elif not confident and config.below_threshold == "skip":
-            good = task.final_correct
-            labels = StepLabels(
-                labels=[good] * n, mc_scores=[float(good)] * n, mc_correct=[0] * (n - 1) + [int(good)],
-                mc_total=[0] * (n - 1) + [1], soft_labels=[float(good)] * n, first_error=-1 if good else 0,
-            )
-            extra.update(scan_class="filtered", filtered="self_confidence_below_threshold")
+            return Dropped("self_confidence_below_threshold", rollouts, tokens, extra)
         else:
             correct: list[int] = []
             total: list[int] = []
@@ -121,20 +151,21 @@ class ScanLabeler:
                 if outcomes[0].correct == 0:
                     break
             else:  # no zero before the last step: the last step is its own graded final answer
+                if not task.final_correct and n > 1:  # over-estimated: SCAN discards it
+                    return Dropped("scan_no_zero_mc", rollouts, tokens, extra)
                 correct.append(int(task.final_correct))
                 total.append(1)
             error = next((t for t, c in enumerate(correct) if c == 0), -1)
-            mc = [c / m for c, m in zip(correct, total, strict=True)]
-            pad = n - len(mc)
+            mc = [c / m for c, m in zip(correct, total, strict=True)]  # steps 0..e for a negative
             labels = StepLabels(
-                labels=[error == -1 or t < error for t in range(n)],
-                mc_scores=mc + [0.0] * pad,
-                mc_correct=correct + [0] * pad,
-                mc_total=total + [0] * pad,
-                soft_labels=tolerance_soft_labels(mc, error, n, sc, config.tolerance),
+                labels=[error == -1 or t < error for t in range(len(mc))],
+                mc_scores=mc,
+                mc_correct=correct,
+                mc_total=total,
+                soft_labels=tolerance_soft_labels(mc, error, len(mc), sc, config.tolerance),
                 first_error=error,
             )
-            extra["scan_class"] = "positive" if error == -1 else "negative"
+        extra["scan_class"] = "positive" if labels.first_error == -1 else "negative"
         labels.rollouts_used = rollouts
         labels.tokens_generated = tokens
         labels.extra = extra

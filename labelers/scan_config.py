@@ -1,4 +1,4 @@
-"""Settings of the SCAN labeler (Ding et al., 2025; ALGORITHMS.md section 3).
+"""Settings of the SCAN labeler (Ding et al., 2025, arXiv 2509.16548; docs/labelers.md).
 
 Self-confidence of the completer on question q (project page; code ``generation_accuracy``):
 

@@ -1,20 +1,25 @@
-"""ProcessBench-style evaluation of first-error predictions (ALGORITHMS.md section 6).
+"""ProcessBench-style evaluation of first-error predictions (ProcessBench, Zheng et al., ACL 2025).
 
 Pure functions; the ``steplabel evaluate`` command wires them to files, engines and configs.
 
 * :func:`load_benchmark` reads a JSON list or a JSONL file of records ``{problem, steps, label, id?}``
   (``label``: 0-based index of the earliest wrong step, -1 when every step is right).
 * :func:`processbench_metrics`: acc_err (exact index on records with label != -1), acc_cor (on label == -1)
-  and their harmonic mean F1. An empty subset gives NaN for its accuracy and for F1.
+  and their harmonic mean F1. An empty subset gives NaN for its accuracy and for F1. Records a labeler
+  dropped are not scored (no placeholder label is guessed for them) and are counted in ``n_dropped``.
+* :func:`overall_metrics`: the mean of the per-file figures, ProcessBench's "average F1" over subsets; the
+  F1 of all records pooled together is a different number, reported as ``pooled``.
 * :func:`predict_first_errors` returns each record's predicted first error with one of the methods:
 
   - an MC labeler (math_shepherd, omegaprm, scan, rpe) run through the wave driver; needs an engine and
-    the gold ``answer`` (or ``reference``) of each record;
+    the gold ``answer`` (or ``reference``) of each record. A record the labeler dropped (SCAN's
+    low-confidence question or over-estimated wrong solution, OmegaPRM tree mode's question filter or
+    spent question budget) is predicted as the drop reason, a ``str``;
   - ``judge``: the LLM judge of :mod:`steplabel.checks.judge` (critique, index in ``\\boxed{}``, vote over
     ``samples``); needs an engine, no gold answer. A record whose judge output had no valid index is
     predicted ``None``, which the metric counts as wrong on both subsets (as ProcessBench does);
   - ``sympy``: the first step :mod:`steplabel.checks.sympy_verifier` refutes, -1 if none; no engine, no answer;
-  - ``hybrid``: an MC labeler's per-step MC values (``config.labeler`` when it is an MC labeler, else
+  - ``hybrid``: an MC labeler's per-step labels (``config.labeler`` when it is an MC labeler, else
     math_shepherd) combined with the sympy verdicts by :func:`steplabel.checks.hybrid.combine`.
 """
 
@@ -23,12 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from steplabel.labelling.shard import rollout_driver
-from steplabel.labelers.base import SolutionTask, StepLabels
+from steplabel.labelers.base import Dropped, SolutionTask, StepLabels
 from steplabel.checks.hybrid import combine
 from steplabel.checks.hybrid_config import HybridConfig
 from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
@@ -40,6 +45,10 @@ from steplabel.rollouts.engines.base import Engine
 from steplabel.rollouts.grading import Grader
 
 TOOL_METHODS = ("judge", "sympy", "hybrid")
+
+Prediction = int | str | None
+"""A predicted first error (int); None when the method gave no answer (an unparsable judge output), which
+is wrong on both subsets; a ``str`` when the labeler dropped the record: the reason, never scored."""
 
 
 class BenchmarkError(ValueError):
@@ -76,6 +85,8 @@ def load_benchmark(path: str | Path) -> list[dict]:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise BenchmarkError(f"{path}: not valid JSON: {error}") from None
+        if not isinstance(data, list) or not data:
+            raise BenchmarkError(f"{path}: no records")
         return [_check_record(r, f"{path}: record {i}") for i, r in enumerate(data)]
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -91,22 +102,39 @@ def load_benchmark(path: str | Path) -> list[dict]:
     return records
 
 
-def processbench_metrics(labels: Sequence[int], predictions: Sequence[int | None]) -> dict[str, float | int]:
+def processbench_metrics(labels: Sequence[int], predictions: Sequence[Prediction]) -> dict[str, float | int]:
     """acc_err, acc_cor, F1 = 2 * acc_err * acc_cor / (acc_err + acc_cor), and the counts.
 
-    A ``None`` prediction (e.g. an unparsable judge output) matches no label: wrong on both subsets.
+    A ``None`` prediction (e.g. an unparsable judge output) matches no label: wrong on both subsets. A
+    dropped record (a ``str`` prediction) is left out of both subsets and counted in ``n_dropped``; ``n``
+    counts every record.
     """
     if len(labels) != len(predictions):
         raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
-    err = [(g, p) for g, p in zip(labels, predictions, strict=True) if g != -1]
-    cor = [(g, p) for g, p in zip(labels, predictions, strict=True) if g == -1]
+    scored = [(g, p) for g, p in zip(labels, predictions, strict=True) if not isinstance(p, str)]
+    err = [(g, p) for g, p in scored if g != -1]
+    cor = [(g, p) for g, p in scored if g == -1]
     acc_err = sum(g == p for g, p in err) / len(err) if err else math.nan
     acc_cor = sum(p == -1 for _, p in cor) / len(cor) if cor else math.nan
     if math.isnan(acc_err) or math.isnan(acc_cor):
         f1 = math.nan
     else:
         f1 = 2 * acc_err * acc_cor / (acc_err + acc_cor) if acc_err + acc_cor else 0.0
-    return {"acc_err": acc_err, "acc_cor": acc_cor, "f1": f1, "n": len(labels), "n_err": len(err), "n_cor": len(cor)}
+    return {"acc_err": acc_err, "acc_cor": acc_cor, "f1": f1, "n": len(labels), "n_err": len(err), "n_cor": len(cor),
+            "n_dropped": len(labels) - len(scored)}
+
+
+def overall_metrics(per_file: Iterable[Mapping[str, float | int]]) -> dict[str, float | int]:
+    """ProcessBench's overall figure: the mean over files of F1 (and of acc_err, acc_cor), so a large file
+    does not outweigh a small one; NaN when any file's figure is NaN. Counts are summed over the files."""
+    files = list(per_file)
+    if not files:
+        raise ValueError("no per-file metrics to average")
+    out: dict[str, float | int] = {key: math.fsum(m[key] for m in files) / len(files)
+                                   for key in ("acc_err", "acc_cor", "f1")}
+    out.update({key: sum(int(m[key]) for m in files) for key in ("n", "n_err", "n_cor", "n_dropped")})
+    out["files"] = len(files)
+    return out
 
 
 def methods() -> list[str]:
@@ -149,7 +177,7 @@ def predict_first_errors(
     sympy_config: SympyVerifierConfig | None = None,
     hybrid_config: HybridConfig | None = None,
     mc_method: str | None = None,
-) -> list[int | None]:
+) -> list[Prediction]:
     """First-error predictions of ``method`` for ``records`` (``config``: a :class:`steplabel.flows.config.RunConfig`).
 
     MC labelers: ``config.labeler`` is used when its name matches ``method``, else that labeler's
@@ -165,7 +193,7 @@ def predict_first_errors(
     ``grader`` may be None.
 
     ``hybrid``: runs ``mc_method`` (default: ``config.labeler``'s name if it is an MC labeler, else
-    math_shepherd) as above, then ``combine(mc_scores, sympy verdicts, hybrid_config)`` (else
+    math_shepherd) as above, then ``combine(its labels, sympy verdicts, hybrid_config)`` (else
     ``config.verification.hybrid``, else :class:`HybridConfig` defaults).
     """
     if method not in LABELERS and method not in TOOL_METHODS:
@@ -182,12 +210,17 @@ def predict_first_errors(
             raise ValueError(f"unknown MC method {mc_method!r}; valid: {', '.join(sorted(LABELERS))}")
         labelled = _mc_labels(records, mc_method, _need_engine(engine, method), grader, config)
         scfg, hcfg = _sympy_config(config, sympy_config), _hybrid_config(config, hybrid_config)
-        out: list[int | None] = []
+        out: list[Prediction] = []
         for record, step_labels in zip(records, labelled, strict=True):
-            verdicts = verify_solution(list(record["steps"]), scfg).verdicts
-            out.append(combine(step_labels.mc_scores, verdicts, hcfg)[1])
+            if isinstance(step_labels, Dropped):
+                out.append(step_labels.reason)
+                continue
+            labelled_steps = list(record["steps"])[: len(step_labels.labels)]  # SCAN negatives stop at the error
+            verdicts = verify_solution(labelled_steps, scfg).verdicts
+            out.append(combine(step_labels.labels, verdicts, hcfg)[1])
         return out
-    return [labels.first_error for labels in _mc_labels(records, method, _need_engine(engine, method), grader, config)]
+    labelled = _mc_labels(records, method, _need_engine(engine, method), grader, config)
+    return [x.reason if isinstance(x, Dropped) else x.first_error for x in labelled]
 
 
 def _judge_predictions(
@@ -208,8 +241,9 @@ def _judge_predictions(
 
 def _mc_labels(
     records: Sequence[dict], method: str, engine: Engine, grader: Grader | None, config: Any
-) -> list[StepLabels]:
-    """Run MC labeler ``method`` over the records; one :class:`StepLabels` per record, in order."""
+) -> list[StepLabels | Dropped]:
+    """Run MC labeler ``method`` over the records; one :class:`StepLabels` (or :class:`Dropped`) per record,
+    in order."""
     if grader is None:
         raise ValueError(f"method {method!r} needs a grader to grade its rollouts")
     config_class, _ = LABELERS[method]

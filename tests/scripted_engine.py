@@ -1,7 +1,8 @@
 """A scripted engine for tests: answers come from a function of (prompt, sample index, seed).
 
 It lets tests plant exact rollout outcomes (e.g. 3 of 4 samples from this prefix reach the answer) and
-check the labelers' MC arithmetic against hand-computed values. Never used by the product.
+check the labelers' MC arithmetic against hand-computed values. ``truncate_when(request, index)`` plants
+a sample cut off by ``max_tokens`` (``finish_reason="length"``). Never used by the product.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ Script = Callable[[GenerationRequest, int], str]
 
 
 class ScriptedEngine:
-    def __init__(self, script: Script, model_name: str = "scripted", fail_when: Callable[[GenerationRequest], str | None] | None = None) -> None:
+    def __init__(self, script: Script, model_name: str = "scripted",
+                 fail_when: Callable[[GenerationRequest], str | None] | None = None,
+                 truncate_when: Callable[[GenerationRequest, int], bool] | None = None) -> None:
         self.script = script
         self.model_name = model_name
         self.fail_when = fail_when
+        self.truncate_when = truncate_when
         self.calls: list[list[GenerationRequest]] = []
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -36,7 +40,9 @@ class ScriptedEngine:
             completions = []
             for index in range(request.n):
                 text = self.script(request, index)
-                completions.append(Completion(text=text, finish_reason="stop", tokens=len(text.split())))
+                cut = self.truncate_when is not None and self.truncate_when(request, index)
+                completions.append(Completion(text=text, finish_reason="length" if cut else "stop",
+                                              tokens=len(text.split())))
             results.append(GenerationResult(completions=completions, prompt_tokens=len(request.prompt.split())))
         return results
 

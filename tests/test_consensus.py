@@ -14,6 +14,8 @@ from steplabel.checks.consensus import (
     retention,
 )
 from steplabel.checks.consensus_config import ConsensusConfig
+from steplabel.labelers.base import first_false
+from steplabel.labelers.rpe import rpe_labels
 
 G, B = True, False
 
@@ -82,6 +84,16 @@ def test_genprm_mode_table(labels, judge, keep, reason):
     # the MC first error is not what GenPRM compares: labels are (RPE can differ from MC > 0)
     decision = consensus(1, judge, labels, GENPRM)
     assert (decision.keep, decision.reason) == (keep, reason)
+
+
+def test_genprm_drops_rpe_labels_that_recover_after_a_failing_ratio():
+    # MC 1 -> 0.5 (ratio 0.5, bad) -> 0.5 (ratio 1, good again) -> 1.0: RPE labels [G, B, G, G].
+    labels, _, _ = rpe_labels(1.0, [1.0, 0.5, 0.5, 1.0], 0.8)
+    assert labels == [G, B, G, G]
+    assert consensus(first_false(labels), 1, labels, GENPRM) == ConsensusDecision(
+        False, "consensus_disagree: steps 2,3 differ (judge=1)")
+    # first_error mode compares only the first errors: the same labels agree with a judge saying 1.
+    assert consensus(first_false(labels), 1, labels).keep
 
 
 def test_genprm_ignores_tolerance():

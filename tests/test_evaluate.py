@@ -14,6 +14,7 @@ from steplabel.rollouts.engines.base import GenerationRequest, derive_seed
 from steplabel.labelling.evaluate import (
     BenchmarkError,
     load_benchmark,
+    overall_metrics,
     predict_first_errors,
     processbench_metrics,
 )
@@ -56,6 +57,50 @@ def test_processbench_metrics_hand_computed():
     assert math.isnan(processbench_metrics([-1], [-1])["acc_err"])
     with pytest.raises(ValueError):
         processbench_metrics([1], [])
+
+
+def test_no_answer_is_wrong_on_both_subsets_and_dropped_records_are_not_scored():
+    m = processbench_metrics([-1, -1, 2, 2], [None, -1, None, 2])
+    assert (m["acc_cor"], m["acc_err"], m["n_dropped"]) == (0.5, 0.5, 0)  # None is not "no error"
+    m = processbench_metrics([-1, 2, 1, -1], ["self_confidence_below_threshold", 2, "scan_no_zero_mc", -1])
+    assert (m["acc_err"], m["acc_cor"], m["f1"]) == (1.0, 1.0, 1.0)
+    assert (m["n"], m["n_err"], m["n_cor"], m["n_dropped"]) == (4, 1, 1, 2)
+
+
+def test_overall_is_the_mean_of_per_file_f1_not_the_pooled_f1():
+    small = processbench_metrics([1, -1], [1, -1])  # F1 1.0
+    large = processbench_metrics([1] * 4 + [-1] * 4, [1, 1, 0, 0, -1, -1, 0, 0])  # F1 0.5
+    overall = overall_metrics([small, large])
+    assert overall["f1"] == pytest.approx(0.75) and overall["files"] == 2
+    assert (overall["n"], overall["n_err"], overall["n_cor"], overall["n_dropped"]) == (10, 5, 5, 0)
+    pooled = processbench_metrics([1, -1] + [1] * 4 + [-1] * 4, [1, -1, 1, 1, 0, 0, -1, -1, 0, 0])
+    assert pooled["f1"] == pytest.approx(0.6)  # a different number, shown as "pooled"
+    assert math.isnan(overall_metrics([small, processbench_metrics([1], [1])])["f1"])
+    with pytest.raises(ValueError):
+        overall_metrics([])
+
+
+def test_an_empty_json_list_is_an_error_like_an_empty_jsonl(tmp_path):
+    (tmp_path / "empty.json").write_text("[]")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    for name in ("empty.json", "empty.jsonl"):
+        with pytest.raises(BenchmarkError, match=f"{name}: no records"):
+            load_benchmark(tmp_path / name)
+
+
+def test_records_a_labeler_drops_are_predicted_as_the_reason_not_scored(grader):
+    # SCAN on a question its completer fails 2 times in 3: SC under 0.75, every record is dropped.
+    def weak(request: GenerationRequest, index: int) -> str:
+        return "The answer is 5." if index % 3 == 0 else "The answer is 7."
+
+    config = parse_config({"prompt": {"template": "Question: {question}\n"},
+                           "labeler": {"name": "scan", "k": 2, "sc_samples": 6}})
+    records = [{**HYBRID_RECORDS[1], "id": "wrong"}, {**HYBRID_RECORDS[2], "id": "right"}]
+    for method in ("scan", "hybrid"):
+        predictions = predict_first_errors(records, method, ScriptedEngine(weak), grader, config)
+        assert predictions == ["self_confidence_below_threshold"] * 2, method
+        metrics = processbench_metrics([r["label"] for r in records], predictions)
+        assert metrics["n_dropped"] == 2 and metrics["n_err"] == metrics["n_cor"] == 0
 
 
 def script(request: GenerationRequest, index: int) -> str:
@@ -157,9 +202,9 @@ def test_hybrid_method_combines_mc_values_with_sympy(grader):
     engine = ScriptedEngine(script)
     assert predict_first_errors(HYBRID_RECORDS, "hybrid", engine, grader, config) == [0, 1, -1]
     assert engine.samples == 2 * (2 + 2 + 1)  # k = 2 rollouts from every prefix but the last step
-    # the tool may not override MC: the slip goes unseen again
+    # a verified step may rescue a step the labeler called bad only when asked to; nothing is verified here
     assert predict_first_errors(HYBRID_RECORDS, "hybrid", ScriptedEngine(script), grader, config,
-                                hybrid_config=HybridConfig(tool_overrides_mc=False)) == [-1, 1, -1]
+                                hybrid_config=HybridConfig(verified_rescues=True)) == [0, 1, -1]
     assert predict_first_errors(HYBRID_RECORDS, "hybrid", ScriptedEngine(script), grader, config,
                                 mc_method="omegaprm") == [0, 1, -1]
     with pytest.raises(ValueError, match="unknown MC method"):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from steplabel.labelers.base import SolutionTask
+from steplabel.labelers.base import RolloutQuery, SolutionTask
 from steplabel.labelers.driver import RolloutSampling, WaveDriver
 from steplabel.labelers.math_shepherd import MathShepherdLabeler
 from steplabel.labelers.math_shepherd_config import MathShepherdConfig
@@ -59,6 +59,26 @@ def test_math_shepherd_hard_labels_match_hand_computed_mc():
     assert labels.rollouts_used == 8
     assert labels.tokens_generated == 8 * 7  # seven words per scripted continuation
     assert result.waves == 1 and engine.samples == 8
+
+
+def test_math_shepherd_hard_label_is_any_success_not_a_majority():
+    engine = ScriptedEngine(planted({1: 1, 2: 2, 3: 0}))
+    labels = driver_for(engine).run([make_task(n_steps=4)], MathShepherdLabeler(MathShepherdConfig(k=4))).labels["s1"]
+    assert labels.mc_scores == [0.25, 0.5, 0.0, 1.0]
+    assert labels.labels == [True, True, False, True]  # 1 of 4 reaching the answer is enough (MC > 0)
+
+
+def test_a_truncated_rollout_is_never_correct_and_is_flagged():
+    # Samples 0 and 1 reach the answer, but sample 1 was cut off by max_tokens: no final answer.
+    engine = ScriptedEngine(planted({1: 2}), truncate_when=lambda request, index: index == 1)
+    driver = driver_for(engine)
+    request = driver._request(make_task(), RolloutQuery(steps=("Step 1: line 1",), k=3))
+    outcome = driver._outcome(make_task(), RolloutQuery(steps=("Step 1: line 1",), k=3), engine.generate([request])[0])
+    assert outcome.correct_flags == (True, False, False) and outcome.truncated_flags == (False, True, False)
+    assert (outcome.correct, outcome.total) == (1, 3)
+    labels = driver_for(ScriptedEngine(planted({1: 2}), truncate_when=lambda r, i: i == 1)).run(
+        [make_task(n_steps=2)], MathShepherdLabeler(MathShepherdConfig(k=3))).labels["s1"]
+    assert labels.mc_correct == [1, 1] and labels.mc_total == [3, 1]
 
 
 def test_math_shepherd_soft_mode_thresholds_and_keeps_mc():

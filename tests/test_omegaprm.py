@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from steplabel.labelers.base import RolloutOutcome, SolutionTask
+from steplabel.labelers.base import Dropped, RolloutOutcome, SolutionTask, StepLabels
 from steplabel.labelers.omegaprm import OmegaPRMLabeler, OmegaTree
 from steplabel.labelers.omegaprm_config import OmegaPRMConfig
+from steplabel.labelling.shard import filter_reason
 from steplabel.rollouts.engines.base import GenerationRequest
 from tests.scripted_engine import ScriptedEngine
 from tests.test_labelers import driver_for, make_task, planted, steps_in_prompt
@@ -55,7 +56,7 @@ def test_binary_search_every_planted_position_within_log_budget(n_steps):
         task = make_task(n_steps=n_steps, final_correct=False)
         labels = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=2))).labels["s1"]
         assert labels.first_error == error, (n_steps, error)
-        assert labels.rollouts_used <= 2 * math.ceil(math.log2(n_steps + 1))
+        assert labels.rollouts_used <= 2 * math.ceil(math.log2(n_steps))  # k * ceil(log2 M) estimates at most
 
 
 def test_hard_mode_and_correct_solutions_cost_nothing():
@@ -78,11 +79,11 @@ def test_pool_admits_wrong_rollouts_of_uncertain_states_and_selection_follows_q_
     tree = OmegaTree(config)
     words = lambda n: " ".join(["w"] * n)  # noqa: E731
     tree.record(tree.root, outcome([True, False, False, False], [words(7), words(5), words(50), words(500)]), pool=True)
-    sure = tree.child(("a",), tree.root)
+    sure = tree.child(("a",))
     tree.record(sure, outcome([True, True], [words(3), words(3)]), pool=True)  # MC 1: nothing to search
-    dead = tree.child(("b",), tree.root)
+    dead = tree.child(("b",))
     tree.record(dead, outcome([False, False], [words(3), words(3)]), pool=True)  # MC 0: nothing either
-    mid = tree.child(("c",), tree.root)
+    mid = tree.child(("c",))
     tree.record(mid, outcome([True, True, True, False], [words(1)] * 3 + [words(10)]), pool=True)
     assert [(c.state.steps, c.words) for c in tree.pool] == [((), 5), ((), 50), ((), 500), (("c",), 10)]
 
@@ -103,7 +104,7 @@ def test_pool_admits_wrong_rollouts_of_uncertain_states_and_selection_follows_q_
 def test_visit_counts_steer_selection_away_from_a_selected_state():
     tree = OmegaTree(OmegaPRMConfig())
     tree.record(tree.root, outcome([True, False, False], ["x y", "x y", "x y"]), pool=True)
-    other = tree.child(("s",), tree.root)
+    other = tree.child(("s",))
     tree.record(other, outcome([True, False, False], ["x y", "x y", "x y"]), pool=True)
     # Equal Q and U: the earliest (the root's) goes first; then the root's N = 2 lowers its U.
     assert tree.select().state is tree.root
@@ -125,7 +126,7 @@ def test_tree_search_order_paths_and_budget():
     task = make_task(n_steps=4, final_correct=False)
     labels = driver_for(engine).run([task], OmegaPRMLabeler(config, step_format="step_pattern")).labels["s1"]
     assert labels.first_error == 2 and labels.labels == [True, True, False, False]
-    assert labels.extra["root_mc"] == 0.25 and labels.extra["question_filtered"] is False
+    assert labels.extra["root_mc"] == 0.25
     assert labels.extra["searches"] == 3
     paths = labels.extra["paths"]
     assert [p["steps"] for p in paths] == [
@@ -141,16 +142,29 @@ def test_tree_search_order_paths_and_budget():
     assert [r.n for call in engine.calls for r in call] == [4, 4, 4, 4, 4]
 
 
-def test_question_filter_stops_the_tree_for_all_right_questions():
-    def all_right(request: GenerationRequest, index: int) -> str:
-        return "Step 1: fine.\nThe answer is 5." if "line 2" not in request.prompt else "Step 1: x.\nThe answer is 7."
+@pytest.mark.parametrize(("root_answer", "root_mc"), [("5", 1.0), ("7", 0.0)])
+def test_question_filter_drops_all_right_and_all_wrong_questions(root_answer, root_mc):
+    def script(request: GenerationRequest, index: int) -> str:
+        answer = root_answer if steps_in_prompt(request) == 0 else "5"
+        return f"Step 1: x.\nThe answer is {answer}."
 
     config = OmegaPRMConfig(mode="tree", k=2, filter_k=4)
-    labels = driver_for(ScriptedEngine(all_right)).run([make_task(n_steps=3, final_correct=False)],
-                                                        OmegaPRMLabeler(config)).labels["s1"]
-    # The question is dropped (the pipeline rejects it), so the solution is not searched either.
-    assert labels.extra["question_filtered"] is True and labels.extra["searches"] == 0
-    assert labels.rollouts_used == 4  # the filter's root rollouts only
+    engine = ScriptedEngine(script)
+    tasks = [make_task("wrong", n_steps=3, final_correct=False), make_task("right", n_steps=2)]
+    result = driver_for(engine).run(tasks, OmegaPRMLabeler(config))
+    # The question is dropped: no solution is labelled or searched, and the pipeline rejects them with the reason.
+    for sid in ("wrong", "right"):
+        dropped = result.labels[sid]
+        assert isinstance(dropped, Dropped) and filter_reason(dropped) == "question_filter_all_right_or_all_wrong"
+        assert dropped.extra == {"root_mc": root_mc}
+    assert result.labels["wrong"].rollouts_used + result.labels["right"].rollouts_used == 4  # the filter's only
+    assert engine.samples == 4
+
+
+def test_filter_reason_is_none_for_labelled_solutions():
+    labels = driver_for(ScriptedEngine(error_at(1))).run([make_task(n_steps=3, final_correct=False)],
+                                                          OmegaPRMLabeler(OmegaPRMConfig(k=2))).labels["s1"]
+    assert isinstance(labels, StepLabels) and filter_reason(labels) is None
 
 
 def test_rollout_budget_stops_new_searches():
@@ -160,6 +174,22 @@ def test_rollout_budget_stops_new_searches():
     # 12 rollouts after the solution's search (< 14): one more search (4), then 16 >= 14: none starts.
     assert labels.extra["searches"] == 2
     assert labels.rollouts_used == 16
+
+
+def test_a_state_is_never_paired_with_its_own_extension():
+    # Binary search on 8 steps estimates prefix 4 (good), 6 (bad), then 5 (good): 6 must move under 5.
+    config = OmegaPRMConfig(k=4, label_mode="pairwise")
+    labels = driver_for(ScriptedEngine(planted({4: 3, 5: 1, 6: 0}))).run(
+        [make_task(n_steps=8, final_correct=False)], OmegaPRMLabeler(config)).labels["s1"]
+    assert labels.first_error == 5
+    assert labels.extra["pairs"] == []  # 5 and 6 lie on one line of actions, not siblings
+    tree = OmegaTree(config)
+    steps = tuple("abcdefgh")
+    four, six = tree.child(steps[:4]), tree.child(steps[:6])
+    five = tree.child(steps[:5])
+    assert six.parent is five and five.parent is four and four.children == [five] and five.children == [six]
+    other = tree.child(steps[:4] + ("x",))  # a real sibling action of 5 from state 4
+    assert other.parent is four and four.children == [five, other]
 
 
 def test_pairwise_mode_emits_bradley_terry_pairs():
@@ -177,7 +207,6 @@ def test_pairwise_mode_emits_bradley_terry_pairs():
 def test_unknown_fields_are_rejected():
     with pytest.raises(ValueError):
         OmegaPRMConfig(mode="tree", alpah=0.4)
-    assert SolutionTask  # imported for type clarity
 
 
 def test_mc_threshold_treats_lucky_wrong_prefixes_as_failures():
@@ -191,6 +220,51 @@ def test_mc_threshold_treats_lucky_wrong_prefixes_as_failures():
     robust = driver_for(engine).run([task], OmegaPRMLabeler(OmegaPRMConfig(k=8, mc_threshold=0.25))).labels["s1"]
     assert robust.first_error == 1  # 1/8 at prefixes 4 and 2 is under 0.25: both count as failed
     assert robust.labels == [True] + [False] * 7
+
+
+def test_hard_soft_labels_and_the_pool_follow_mc_threshold():
+    mc = {1: 6, 2: 1, 3: 1, 4: 1, 5: 0, 6: 0, 7: 0}
+    config = OmegaPRMConfig(k=8, mc_threshold=0.25, label_mode="hard")
+    labels = driver_for(ScriptedEngine(planted(mc))).run([make_task(n_steps=8, final_correct=False)],
+                                                         OmegaPRMLabeler(config)).labels["s1"]
+    assert labels.first_error == 1
+    assert labels.soft_labels == [1.0] + [0.0] * 7  # prefix 2 has MC 1/8 <= 0.25: bad, soft 0 as well
+    tree = OmegaTree(OmegaPRMConfig(mc_threshold=0.25))
+    low, high = tree.child(("low",)), tree.child(("high",))
+    tree.record(low, outcome([True] + [False] * 7, ["w"] * 8), pool=True)  # MC 1/8: a failure to the search
+    tree.record(high, outcome([True, True, True] + [False] * 5, ["w"] * 8), pool=True)  # MC 3/8
+    assert {c.state.steps for c in tree.pool} == {("high",)} and len(tree.pool) == 5
+
+
+def test_truncated_rollouts_never_enter_the_pool():
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, search_limit=3)
+    engine = ScriptedEngine(tree_script, truncate_when=lambda request, index: index > 0)  # every wrong one is cut
+    labels = driver_for(engine).run([make_task(n_steps=4, final_correct=False)],
+                                    OmegaPRMLabeler(config, step_format="step_pattern")).labels["s1"]
+    assert labels.first_error == 2 and labels.extra["root_mc"] == 0.25
+    assert labels.extra["searches"] == 1  # the solution's own search; no cut-off rollout was searched
+    tree = OmegaTree(OmegaPRMConfig())
+    tree.record(tree.root, RolloutOutcome(1, 3, 0, ("a", "b", "c"), (True, False, False), (False, True, False)),
+                pool=True)
+    assert [c.text for c in tree.pool] == ["c"]
+
+
+@pytest.mark.parametrize(("limits", "reason"), [({"search_limit": 1}, "question_search_limit"),
+                                                 ({"rollout_budget": 4}, "question_rollout_budget")])
+def test_search_limit_and_rollout_budget_bound_the_whole_question(limits, reason):
+    config = OmegaPRMConfig(mode="tree", k=4, filter_k=4, **limits)
+    engine = ScriptedEngine(tree_script)
+    tasks = [make_task("a", n_steps=4, final_correct=False), make_task("b", n_steps=5, final_correct=False),
+             make_task("c", n_steps=2)]
+    labels = driver_for(engine).run(tasks, OmegaPRMLabeler(config, step_format="step_pattern")).labels
+    assert isinstance(labels["c"], StepLabels) and labels["c"].rollouts_used == 0  # correct: no search needed
+    if reason == "question_search_limit":  # a's own search is the question's one search; b gets none
+        assert labels["a"].extra["searches"] == 1 and labels["b"] == Dropped(reason, 0, 0, {"root_mc": 0.25})
+        assert engine.samples == 4 + 8
+    else:  # the root's 4 rollouts spend the budget: no wrong solution may start its search
+        assert labels["a"] == Dropped(reason, 4, labels["a"].tokens_generated, {"root_mc": 0.25})
+        assert labels["b"] == Dropped(reason, 0, 0, {"root_mc": 0.25})
+        assert engine.samples == 4
 
 
 def test_one_tree_per_question_shared_by_its_solutions():

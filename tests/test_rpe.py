@@ -27,6 +27,14 @@ def test_ratios_threshold_and_zero_guard():
     assert rpe_labels(0.0, [0.0, 0.5], 0.8)[0] == [False, False]
 
 
+def test_a_ratio_exactly_at_the_threshold_is_progress():
+    # 5/5 -> 4/5 is a ratio of exactly 0.8: GenPRM's rule is P_t >= 0.8, so the step is good.
+    engine = ScriptedEngine(planted({0: 5, 1: 5, 2: 4}))
+    labels = driver_for(engine).run([make_task(n_steps=3)], RPELabeler(RPEConfig(k=5))).labels["s1"]
+    assert labels.extra["relative_progress"] == [1.0, pytest.approx(0.8), 1.25]
+    assert labels.labels == [True, True, True] and labels.first_error == -1
+
+
 def test_rpe_labeler_one_wave_with_the_question_prefix():
     engine = ScriptedEngine(planted({0: 4, 1: 4, 2: 2}))
     labels = driver_for(engine).run([make_task(n_steps=3, final_correct=False)], RPELabeler(RPEConfig(k=4))).labels["s1"]
