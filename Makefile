@@ -6,7 +6,7 @@ OUT ?= steplabel-data
 # Build llama.cpp for AVX2 rather than for this exact CPU: native builds that pick up AMX segfaulted here.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: run test install chromium
+.PHONY: run test install chromium sandbox
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ chromium:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 		|| echo "chromium not installed: the report browser test will skip"; }
 
-test: $(VENV)/.installed $(VLLM_VENV)/.installed chromium
+# The code verifier's sandbox: bubblewrap (namespaces) and libseccomp's bindings (python3-seccomp for the
+# system Python; the venv gets pyseccomp, ctypes over the same libseccomp, from pyproject). Without them code
+# checks refuse to run.
+sandbox: $(VENV)/.installed
+	@command -v bwrap >/dev/null 2>&1 && /usr/bin/python3 -c 'import seccomp' 2>/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap python3-seccomp >/dev/null) \
+		|| echo "bubblewrap not installed: code checks will refuse to run, and the sandbox tests will skip"; }
+
+test: $(VENV)/.installed $(VLLM_VENV)/.installed chromium sandbox
 	STEPLABEL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python STEPLABEL_TRL_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
 		$(VENV)/bin/python -m pytest

@@ -1,4 +1,4 @@
-"""GenPRM-style code verification of steps (ALGORITHMS.md section 5.2; DESIGN.md section 7).
+"""GenPRM-style code verification of steps.
 
 For step t a model gets the question, the earlier steps and step t, and answers with ``<analyze>...</analyze>``
 then ``<verify>`` holding a fenced ```python block that asserts what step t claims. The last fenced python
@@ -23,7 +23,7 @@ from steplabel.labelers.base import CheckRun
 from steplabel.checks.code_verifier_config import CodeVerifierConfig
 from steplabel.labelers.driver import WaveDriver
 from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed
-from steplabel.checks.sandbox import SandboxResult, run_python
+from steplabel.checks.sandbox import SandboxResult, require, run_python
 
 __all__ = ["CodeVerdict", "build_prompt", "code_check_run", "extract_code", "verdict_from_result",
            "verify_steps_with_code"]
@@ -112,6 +112,8 @@ def code_check_run(
     one sandbox run per extracted block. Returns one :class:`CodeVerdict` per checked step, in order; an
     engine error leaves its step ``unknown`` with the error as evidence."""
     cfg = config or CodeVerifierConfig()
+    if runner is run_python:  # refuse before any engine time is spent, with the reason on one line
+        require(cfg.allow_weak_sandbox)
     indices = range(len(steps)) if indices is None else indices
     requests = [
         GenerationRequest(
@@ -133,7 +135,8 @@ def code_check_run(
             out.append(CodeVerdict("unknown", None, "no python block in the model output", tokens=outcome.tokens))
             continue
         sb = runner(code, cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb,
-                    max_output_bytes=cfg.max_output_bytes)
+                    max_output_bytes=cfg.max_output_bytes, max_processes=cfg.max_processes, tmpfs_mb=cfg.tmpfs_mb,
+                    allow_weak=cfg.allow_weak_sandbox)
         verdict, evidence = verdict_from_result(sb)
         out.append(CodeVerdict(verdict, code, evidence, sb, tokens=outcome.tokens))
     return out

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pytest
@@ -12,6 +13,7 @@ from steplabel.checks.code_verifier import (
 )
 from steplabel.checks.code_verifier_config import CodeVerifierConfig
 from steplabel.rollouts.engines.base import Completion, GenerationRequest, GenerationResult
+from steplabel.checks import sandbox
 from steplabel.checks.sandbox import SandboxResult
 
 STEPS = ["12 * 5 = 60", "60 + 7 = 68", "The answer is 68."]
@@ -97,7 +99,22 @@ def test_verify_steps_with_code_end_to_end_in_the_real_sandbox():
     assert got[3].evidence.startswith("no python block") and got[4].evidence.startswith("engine error")
 
 
-def test_verify_steps_with_code_hostile_check_is_contained():
-    engine = FakeEngine(["<verify>\n```python\nimport os\nos.system('echo hi')\n```"])
+def test_verify_steps_with_code_hostile_check_is_contained(tmp_path):
+    marker = tmp_path / "escaped"
+    os.chmod(tmp_path, 0o777)
+    code = f"import os\nos.system('touch {marker}')\nopen('{marker}', 'w').write('x')"
+    engine = FakeEngine([f"<verify>\n```python\n{code}\n```"])
     got = verify_steps_with_code(engine, "q", ["s"], CodeVerifierConfig(cpu_s=1, wall_s=2))
-    assert got[0].verdict == "unknown" and "PermissionError" in got[0].evidence
+    assert got[0].verdict == "unknown" and "FileNotFoundError" in got[0].evidence  # the host path is not there
+    assert not marker.exists()
+
+
+def test_code_checks_refuse_without_isolation_unless_weak_is_allowed(monkeypatch):
+    weak = sandbox.SandboxSupport("weak", None, None, None, "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(sandbox, "probe", lambda: weak)
+    engine = FakeEngine(["<verify>\n```python\nassert 1 + 1 == 2\n```"])
+    with pytest.raises(sandbox.SandboxUnavailable, match="only 'weak' .bubblewrap .bwrap. is not installed.*allow_weak_sandbox"):
+        verify_steps_with_code(engine, "q", ["s"], CodeVerifierConfig(cpu_s=1, wall_s=2))
+    assert engine.calls == []  # refused before any engine time was spent
+    got = verify_steps_with_code(engine, "q", ["s"], CodeVerifierConfig(cpu_s=1, wall_s=2, allow_weak_sandbox=True))
+    assert got[0].verdict == "verified" and got[0].sandbox.layers == ("session", "rlimits", "tempdir")
