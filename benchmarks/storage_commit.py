@@ -112,6 +112,7 @@ def make_table(rows: int, *, seed: int = 0, run_id: str = "bench", n_shards: int
         "tool_evidence": pa.nulls(rows, pa.list_(pa.string())),
         "tool_first_error": pa.array(np.where(rng.random(rows) < 0.5, fe, -1).astype(np.int32)),
         "tool_checks": pa.nulls(rows, pa.string()),
+        "labeler_labels": lst(pa.array(labels)),
         "judge_first_error": pa.nulls(rows, pa.int32()),
         "judge_rationale": pa.nulls(rows, pa.string()),
         "consensus": pa.array(rng.random(rows) < 0.8),

@@ -1,49 +1,46 @@
-"""Combine tool verdicts with Monte-Carlo values per step (GroundedPRM-style hybrid; DESIGN.md section 7).
+"""Combine the tool verdicts with the labeler's own labels per step (GroundedPRM-style hybrid).
 
-Per step: MC says good when ``mc > mc_threshold``. The tool says ``verified``, ``refuted`` or ``unknown``.
+The labeler's labels keep its own rule (OmegaPRM's ``mc_threshold``, Math-Shepherd's hard or soft rule,
+RPE's progress ratios, SCAN's scan); the tools only correct them where they have evidence:
 
-* ``refuted`` with ``tool_overrides_mc`` -> bad, whatever the MC value;
-* ``verified`` -> good when MC agrees; with ``verified_rescues_mc`` also when MC says bad;
-* ``unknown`` -> MC decides;
-* ``require_agreement``: good only when MC says good and the tool does not refute (a refuted step is bad
-  even without ``tool_overrides_mc``), i.e. both signals must allow it.
+* ``refuted`` -> bad, whatever the labeler said: a step whose arithmetic is false is never a positive,
+  even when its rollouts still reach the right answer;
+* with ``bad_after_refuted`` (default) every later step is bad too, the first-error convention;
+* ``verified`` -> good only with ``verified_rescues`` (off by default); otherwise the labeler decides;
+* ``unknown`` (or no verdict) -> the labeler decides.
 
-``after_first_error_bad`` applies the PRM convention that nothing after the first error is good.
+So with the defaults no exported good step is ever refuted, and a solution the tool finds nothing wrong
+with keeps exactly the labeler's labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from steplabel.labelers.base import first_false
 from steplabel.checks.hybrid_config import HybridConfig
+from steplabel.labelers.base import first_false
 
 VERDICTS = ("verified", "refuted", "unknown")
 
 
 def combine(
-    mc_scores: Sequence[float], tool_verdicts: Sequence[str | None], config: HybridConfig | None = None
+    labeler_labels: Sequence[bool], tool_verdicts: Sequence[str | None], config: HybridConfig | None = None
 ) -> tuple[list[bool], int]:
-    """Labels (True = good) and the first bad step (-1 if none)."""
+    """The exported labels (True = good) and their first bad step (-1 if none)."""
     cfg = config or HybridConfig()
-    if len(mc_scores) != len(tool_verdicts):
-        raise ValueError(f"{len(mc_scores)} MC scores but {len(tool_verdicts)} tool verdicts")
-    labels: list[bool] = []
-    for mc, verdict in zip(mc_scores, tool_verdicts, strict=True):
-        v = verdict or "unknown"
-        if v not in VERDICTS:
+    if len(labeler_labels) != len(tool_verdicts):
+        raise ValueError(f"{len(labeler_labels)} labeler labels but {len(tool_verdicts)} tool verdicts")
+    verdicts = [verdict or "unknown" for verdict in tool_verdicts]
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
             raise ValueError(f"unknown tool verdict {verdict!r}; expected one of {VERDICTS}")
-        mc_good = mc > cfg.mc_threshold
-        if cfg.require_agreement:
-            good = mc_good and v != "refuted"
-        elif v == "refuted" and cfg.tool_overrides_mc:
-            good = False
-        elif v == "verified" and cfg.verified_rescues_mc:
-            good = True
+    first_refuted = verdicts.index("refuted") if "refuted" in verdicts else len(verdicts)
+    labels: list[bool] = []
+    for index, (good, verdict) in enumerate(zip(labeler_labels, verdicts, strict=True)):
+        if verdict == "refuted" or (cfg.bad_after_refuted and index > first_refuted):
+            labels.append(False)
+        elif verdict == "verified" and cfg.verified_rescues:
+            labels.append(True)
         else:
-            good = mc_good
-        labels.append(good)
-    first = first_false(labels)
-    if cfg.after_first_error_bad and first != -1:
-        labels = [good and i < first for i, good in enumerate(labels)]
-    return labels, first
+            labels.append(good)
+    return labels, first_false(labels)

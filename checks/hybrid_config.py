@@ -1,4 +1,4 @@
-"""Settings of the hybrid rule that combines tool verdicts with MC values (GroundedPRM style, ALGORITHMS.md 5.1)."""
+"""Settings of the hybrid rule that makes the exported labels agree with the tool verdicts."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class HybridConfig(BaseModel):
+    """On by default (``verification.hybrid: {}``); ``null`` exports the labeler's labels as they are."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mc_threshold: float = Field(0.0, ge=0, le=1, description="a step is good by MC when MC > mc_threshold")
-    tool_overrides_mc: bool = Field(True, description="'refuted' makes a step bad whatever its MC value")
-    require_agreement: bool = Field(
+    bad_after_refuted: bool = Field(
+        True,
+        description="every step after the first refuted step is bad too (the first-error convention of PRM800K "
+        "and ProcessBench: later steps build on the false claim); off: only the refuted steps themselves",
+    )
+    verified_rescues: bool = Field(
         False,
-        description="a step is good only when MC says good AND the tool does not refute; 'verified' needs MC > "
-        "threshold too (no label is taken from the tool alone)",
+        description="'verified' makes a step good even when the labeler said bad (off: the tool only ever "
+        "removes positives, it never adds one, since 'verified' says the arithmetic holds, not that the step helps)",
     )
-    verified_rescues_mc: bool = Field(
-        False, description="'verified' makes a step good even when MC <= threshold (off: MC noise only upward)"
-    )
-    after_first_error_bad: bool = Field(True, description="every step after the first bad one is bad (PRM convention)")

@@ -24,7 +24,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from steplabel.cli.common import console, fail
+from steplabel.cli.common import console, fail, open_store
 
 _BAR = "█"
 _BAR_WIDTH = 32
@@ -93,8 +93,14 @@ def _print_versions(store: Any, directory: Path) -> None:
     table = Table(title=f"versions of {directory}")
     for column in ("version", "created", "rows", "rejects", "steps", "runs", "config hash"):
         table.add_column(column, justify="right" if column in ("rows", "rejects", "steps") else "left")
+    from steplabel.storage.store import StoreError
+
     for name in store.versions():
-        manifest = store.manifest(name)
+        try:
+            manifest = store.manifest(name)
+        except StoreError as error:  # one damaged manifest must not hide the other versions
+            table.add_row(name, Text(f"unreadable: {_one_line(error)}"))
+            continue
         stats = manifest.stats
         table.add_row(
             name,
@@ -151,10 +157,47 @@ def _print_summary(summary: dict[str, Any], stats: dict[str, Any]) -> None:
             for reason, n in by_reason.items():
                 reasons.add_row(Text(stage), Text(reason), str(n))
         console.print(reasons)
+    _print_verification(stats["verification"])
     if judge["judged"]:
         console.print(bar_chart("judge vs MC first error (judged solutions)",
                                 [("agree", judge["agree"]), ("judge earlier", judge["judge_earlier"]),
                                  ("judge later", judge["judge_later"])], style="magenta"))
+
+
+def verification_line(verification: dict[str, Any]) -> str:
+    """One line on tool verification: verdicts, agreement with the labeler's MC labels, what was exported."""
+    v = verification
+    if not v["solutions_checked"]:
+        return "no tool verdicts (verification off)"
+    agreement = v["agreement"]
+    agree = ("-" if agreement["fraction"] is None
+             else f"{agreement['fraction']:.3f} ({agreement['agree']}/{agreement['decisive']})")
+    return (f"{v['verified']} steps verified, {v['refuted']} refuted (in {v['refuted_solutions']} solutions), "
+            f"{v['unknown']} unknown; labeler agrees on {agree} decided steps; "
+            f"{v['good_but_refuted']} exported good but refuted")
+
+
+def _print_verification(verification: dict[str, Any]) -> None:
+    v, conflicts = verification, verification["conflicts"]
+    table = Table(title="tool verification (steps)", show_header=False, title_justify="left")
+    table.add_row("verdicts", verification_line(v))
+    if v["solutions_checked"]:
+        table.add_row("conflicts", f"{conflicts['refuted_but_labeler_good']} refuted steps the labeler called good "
+                                   f"(in {conflicts['refuted_but_labeler_good_solutions']} solutions), "
+                                   f"{conflicts['verified_but_labeler_bad']} verified steps it called bad")
+        table.add_row("relabelled by the tools", f"{v['relabelled_steps']} steps in {v['relabelled_solutions']} "
+                                                 "solutions (labels vs labeler_labels)")
+        table.add_row("good but refuted", Text(str(v["good_but_refuted"]), style="bold red" if v["good_but_refuted"]
+                                               else "green"))
+    console.print(table)
+    if conflicts["examples"]:
+        examples = Table(title="refuted steps the labeler called good (examples)", title_justify="left")
+        for column in ("solution", "step", "mc", "exported", "refuted claim"):
+            examples.add_column(column)
+        for ex in conflicts["examples"]:
+            examples.add_row(Text(str(ex["solution_id"])), str(ex["step"]), _fmt_num(ex["mc"]),
+                             "GOOD" if ex["label"] else "BAD", Text(str(ex["evidence"] or "-")))
+        console.print(examples)
 
 
 def _print_diff(diff: dict[str, Any]) -> None:
@@ -212,11 +255,9 @@ def inspect_command(
         filter_rows,
         version_stats,
     )
-    from steplabel.storage.store import ShardStore, StoreError
+    from steplabel.storage.store import StoreError
 
-    if "://" not in directory and not Path(directory).is_dir():
-        _fail(f"{directory}: no such directory")
-    store = ShardStore(directory)
+    store = open_store(directory, committed=False)
 
     if diff:
         va, vb = _parse_diff(diff)
@@ -232,8 +273,11 @@ def inspect_command(
 
     try:
         summary = store.summary(version)
+        damaged = store.verify(summary["version"]) if summary["version"] else []  # every file by its sha256
     except StoreError as error:
         _fail(_one_line(error))
+    if damaged:
+        _fail(f"{summary['version']}: {len(damaged)} damaged file(s): " + "; ".join(damaged), code=1)
     filters = _filters_given(where, first_error, labeler, disagree)
     if summary["version"] is None:
         if as_json:
@@ -260,6 +304,7 @@ def inspect_command(
     if as_json:
         out = dict(summary)
         out["stats"] = stats
+        out["good_but_refuted"] = stats["verification"]["good_but_refuted"]
         if filters:
             out["filters"] = filters
             out["matched"] = int(matched)

@@ -3,7 +3,8 @@
 Colours: a BAD step is red; a GOOD step is green when its MC score is >= 0.5 (or unknown), yellow below
 (a "good but shaky" step); the step marked by the judge as its first error, when it differs from the MC
 first error, is flagged with ``judge!``. A step the tools verified or refuted says so (``tool:ok`` /
-``tool:REFUTED`` with the failing claim below it), and each sandboxed code check is listed with its
+``tool:REFUTED`` with the failing claim below it), a step whose exported label differs from the labeler's
+own says ``(labeler: GOOD)`` (the hybrid rule changed it), and each sandboxed code check is listed with its
 outcome. Step text is appended as plain text (never parsed as rich markup).
 """
 
@@ -50,6 +51,9 @@ def render_solutions(console: Console, rows: pl.DataFrame) -> None:
             body.append(f"[{index}] {mark} mc={score}  ", style=_step_style(good, mc))
             if judge_first is not None and judge_first == index and judge_first != row.get("first_error"):
                 body.append("judge! ", style="bold magenta")
+            own = _at(row.get("labeler_labels"), index)
+            if own is not None and good is not None and own != good:
+                body.append(f"(labeler: {'GOOD' if own else 'BAD'}) ", style="magenta")
             tool = _at(row.get("tool_verdicts"), index)
             if tool in TOOL_MARKS:
                 body.append(f"{TOOL_MARKS[tool][0]} ", style=TOOL_MARKS[tool][1])

@@ -104,7 +104,7 @@ class OpenAIEngineConfig(Strict):
 
 
 class VLLMEngineConfig(Strict):
-    """vLLM offline ``LLM.generate`` in a worker process of its own (see the README's vLLM section).
+    """vLLM offline ``LLM.generate`` in a worker process of its own (see docs/configuration.md).
 
     vLLM pins fastapi < 0.137 while Prefect 3.8.8 needs >= 0.139, so vLLM lives in its own environment:
     ``python`` is that environment's interpreter (null: this one). One model per process also means GPU
@@ -188,14 +188,18 @@ class VerificationConfig(Strict):
     """Tool verification: sympy checks of each step's arithmetic claims (on by default, no LLM needed), and
     optionally a Python check per step written by the completer model and run in the sandbox.
 
-    ``hybrid`` (off by default) turns tool verdicts and MC values into the final labels, GroundedPRM style.
+    ``hybrid`` (on by default) makes the exported ``labels`` agree with the tools: a refuted step, and every
+    step after it, is bad; the labeler's own labels stay in ``labeler_labels``. ``hybrid: null`` exports the
+    labeler's labels as they are (then a refuted step can be exported as good). See docs/labels-and-verification.md.
     """
 
     sympy: SympyVerifierConfig | None = Field(default_factory=SympyVerifierConfig, description="null: off")
     code: CodeVerifierConfig | None = Field(
         None, description="model-written Python checks (GenPRM style) run in the sandbox, for steps sympy left unknown"
     )
-    hybrid: HybridConfig | None = None
+    hybrid: HybridConfig | None = Field(
+        default_factory=HybridConfig, description="null: export the labeler's own labels, even where a tool refutes"
+    )
 
 
 class JudgeStageConfig(Strict):
@@ -318,6 +322,21 @@ def parse_config(data: Any, origin: str = "<config>") -> RunConfig:
         raise ConfigError(_format_validation_error(error, origin)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None) -> RunConfig:
     """Load and validate a YAML config; ``None`` gives the embedded quick-start default.
 
@@ -328,11 +347,15 @@ def load_config(path: str | Path | None) -> RunConfig:
         return RunConfig()
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{getattr(error, 'problem', None) or ' '.join(str(error).split())}") from None
     return parse_config(data, origin=str(path))

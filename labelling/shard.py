@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from steplabel.flows.config import RunConfig, code_version
-from steplabel.labelers.base import SolutionTask, StepLabels, first_false
+from steplabel.labelers.base import Dropped, SolutionTask, StepLabels, first_false
 from steplabel.checks.code_verifier import CodeVerdict, code_check_run
 from steplabel.checks.consensus import consensus
 from steplabel.labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from steplabel.checks.hybrid import combine
+from steplabel.checks.hybrid_config import HybridConfig
 from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
 from steplabel.labelers.registry import make_labeler
+from steplabel.labelers.scan import policy_pass_counts
 from steplabel.checks.sympy_verifier import verify_solution
 from steplabel.rollouts.answers import extract_answer
 from steplabel.rollouts.engines.base import Engine
@@ -108,8 +110,9 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
         "shard_id": shard_id,
         "run_id": ctx.run_id,
         "prompt": sol.problem.question,
-        "completions": list(sol.steps),
+        "completions": list(sol.steps[: len(labels.labels)]),  # SCAN negatives stop at the error
         "labels": labels.labels,
+        "labeler_labels": list(labels.labels),
         "mc_scores": labels.mc_scores,
         "mc_correct": labels.mc_correct,
         "mc_total": labels.mc_total,
@@ -145,13 +148,9 @@ def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx:
     }
 
 
-def filter_reason(labels: StepLabels) -> str | None:
-    """Why the labeler itself dropped a solution (SCAN's self-confidence, OmegaPRM's question filter)."""
-    if labels.extra.get("filtered"):
-        return str(labels.extra["filtered"])
-    if labels.extra.get("question_filtered"):
-        return "question_filter_all_right_or_all_wrong"
-    return None
+def filter_reason(labels: StepLabels | Dropped) -> str | None:
+    """Why the labeler itself dropped a solution (:class:`Dropped`), None when it labelled it."""
+    return labels.reason if isinstance(labels, Dropped) else None
 
 
 def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None = None) -> None:
@@ -187,10 +186,18 @@ def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None 
     for row in rows:
         row["tool_first_error"] = first_false([verdict != "refuted" for verdict in row["tool_verdicts"]])
         if settings.hybrid is not None:
-            row["labels"], row["first_error"] = combine(row["mc_scores"], row["tool_verdicts"], settings.hybrid)
-            # A step the tools made bad cannot keep a high soft target.
-            row["soft_labels"] = [soft if good else 0.0
-                                  for soft, good in zip(row["soft_labels"], row["labels"], strict=True)]
+            apply_hybrid(row, settings.hybrid)
+
+
+def apply_hybrid(row: dict, config: HybridConfig) -> None:
+    """Export labels that never contradict the tools: ``labels`` and ``first_error`` from the labeler's own
+    labels (``labeler_labels``, left as they are) and the tool verdicts. A step whose label the rule changed
+    gets the hard target of its new label in ``soft_labels`` (a refuted step cannot keep a high soft target);
+    the others keep the labeler's. Idempotent: it always starts again from ``labeler_labels``."""
+    own = row["labeler_labels"]
+    row["labels"], row["first_error"] = combine(own, row["tool_verdicts"], config)
+    row["soft_labels"] = [soft if new == old else float(bool(new))
+                          for soft, new, old in zip(row["soft_labels"], row["labels"], own, strict=True)]
 
 
 CHECK_OUTPUT_CHARS = 2000  # of each sandbox stream kept per check: the end, where the error is
@@ -212,7 +219,7 @@ def code_check_record(step: int, checked: CodeVerdict) -> dict:
     }
 
 
-PER_STEP_COLUMNS = ("completions", "labels", "mc_scores", "mc_correct", "mc_total", "soft_labels",
+PER_STEP_COLUMNS = ("completions", "labels", "labeler_labels", "mc_scores", "mc_correct", "mc_total", "soft_labels",
                     "tool_verdicts", "tool_evidence")
 
 
@@ -352,7 +359,8 @@ def label_shard(
                      s.verdict.correct)
         for s in solutions
     ]
-    labeler = make_labeler(config.labeler, step_format=config.prompt.step_format, chunk_words=config.prompt.chunk_words)
+    labeler = make_labeler(config.labeler, step_format=config.prompt.step_format, chunk_words=config.prompt.chunk_words,
+                           policy_samples=policy_pass_counts(solutions, sample_rejects))
     outcome = rollout_driver(config, completer, grader, on_wave).run(tasks, labeler)
 
     label_rows, reject_rows = [], [_sample_reject_row(r, ctx, plan.shard_id) for r in sample_rejects]
@@ -367,7 +375,7 @@ def label_shard(
                             payload=sol.text, tokens=sol.tokens + labels.tokens_generated,
                             rollouts=labels.rollouts_used)
             )
-        elif labels:
+        elif isinstance(labels, StepLabels):
             label_rows.append(_label_row(sol, labels, config, ctx, plan.shard_id, policy.model_name,
                                          completer.model_name))
         else:

@@ -161,6 +161,8 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         f"Agreement on the first error: {_fmt(judge['fraction'], 3)} over {judge['judged']:,} judged solutions.",
     ))
 
+    figures.append(_verification_figure(stats["verification"]))
+
     cost = stats["cost"]
     cost_items = [(name, c["rollouts_per_label"] or 0.0) for name, c in cost["by_labeler"].items()]
     token_items = [(name, c["tokens_per_label"] or 0.0) for name, c in cost["by_labeler"].items()]
@@ -176,6 +178,37 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         "spent on rejected items.",
     ))
     return figures
+
+
+def _verification_figure(v: dict[str, Any]) -> str:
+    """Tool verdicts per step, with the caption that says whether an exported good step was refuted."""
+    items = [("verified", v["verified"]), ("refuted", v["refuted"]), ("unknown", v["unknown"])] \
+        if v["steps_checked"] else []
+    agreement, conflicts = v["agreement"], v["conflicts"]
+    caption = "No tool verdicts (verification was off)." if not v["steps_checked"] else (
+        f"{v['steps_checked']:,} steps of {v['solutions_checked']:,} solutions checked by the tools; "
+        f"{v['refuted_solutions']:,} solutions have a refuted step. The labeler's own (MC) label agrees with "
+        f"{_fmt(agreement['fraction'], 3)} of the {agreement['decisive']:,} verified or refuted steps. Conflicts: "
+        f"{conflicts['refuted_but_labeler_good']:,} refuted steps the labeler called good, "
+        f"{conflicts['verified_but_labeler_bad']:,} verified steps it called bad; {v['relabelled_steps']:,} "
+        f"steps relabelled by the tools. Exported good but refuted: {v['good_but_refuted']:,}."
+    )
+    return _figure("chart-verification", "Tool verification",
+                   svg_bar_chart(items, title="tool verdicts per step", color=[GOOD, BAD, "#999999"]), caption)
+
+
+def _conflicts_table(v: dict[str, Any]) -> str:
+    """The first refuted steps the labeler called good, and what was exported for them."""
+    examples = v["conflicts"]["examples"]
+    if not examples:
+        return "<p>No step the tools refuted was called good by the labeler.</p>"
+    rows = "".join(
+        f"<tr><td class=\"sid\">{_e(ex['solution_id'])}</td><td>{_e(ex['step'])}</td><td>{_e(_fmt(ex['mc']))}</td>"
+        f"<td>{'GOOD' if ex['label'] else 'BAD'}</td><td>{_e(ex['evidence'])}</td></tr>"
+        for ex in examples
+    )
+    return ('<table class="rejects" id="conflicts"><tr><th>solution</th><th>step</th><th>MC</th>'
+            f"<th>exported label</th><th>refuted claim</th></tr>{rows}</table>")
 
 
 def _mc_color(mc: float | None) -> str:
@@ -210,11 +243,19 @@ def _sample_html(row: dict[str, Any], *, open_: bool = False) -> str:
         mc_text = "–" if mc is None else f"{mc:.2f}"
         counts = f" ({correct}/{total})" if correct is not None and total is not None else ""
         judge_flag = ' <span class="judge">judge: first error</span>' if disagree and judge == index else ""
+        tool = _at(row.get("tool_verdicts"), index)
+        tool_flag = f' <span class="tool {_e(tool)}">tool: {_e(tool)}</span>' if tool in ("verified", "refuted") else ""
+        evidence = _at(row.get("tool_evidence"), index)
+        if tool == "refuted" and evidence:
+            tool_flag += f' <span class="claim">refuted claim: {_e(evidence)}</span>'
+        own = _at(row.get("labeler_labels"), index)
+        if own is not None and good is not None and own != good:
+            tool_flag += f' <span class="tag">labeler: {"GOOD" if own else "BAD"}</span>'
         steps.append(
             f'<li class="step {kind}" data-step="{index}">'
             f'<span class="mark">{mark}</span>'
             f'<span class="mc" style="background:{_mc_color(mc)}" title="MC score{_e(counts)}">{_e(mc_text)}</span>'
-            f'<span class="text">{_e(step)}</span>{judge_flag}</li>'
+            f'<span class="text">{_e(step)}</span>{judge_flag}{tool_flag}</li>'
         )
     verdict = {True: "correct", False: "wrong"}.get(row.get("final_correct"), "ungraded")
     summary = (
@@ -268,6 +309,8 @@ li.bad .mark{color:""" + BAD + """}
 .mc{display:inline-block;min-width:36px;text-align:center;color:#fff;border-radius:3px;font-size:12px;
 margin-right:8px;padding:0 3px}
 .meta{color:#555;font-size:12px;margin-top:6px}
+.tool{font-size:12px;padding:0 4px;border-radius:3px} .tool.verified{color:""" + GOOD + """}
+.tool.refuted{color:#fff;background:""" + BAD + """} .claim{color:""" + BAD + """;font-size:12px}
 """
 
 _JS = """
@@ -356,6 +399,8 @@ def render_report(
         f'<details><summary>config</summary><pre>{_e(config_json)}</pre></details>'
         f'<section class="charts">{"".join(_charts(stats))}</section>'
         f"<h2 style=\"margin-top:20px\">Rejects by stage and reason</h2>{rejects}"
+        "<h2>Refuted steps the labeler called good (examples)</h2>"
+        f"{_conflicts_table(stats['verification'])}"
         f'<section id="samples"><h2>Samples (first {len(rows)} solutions)</h2>'
         '<div class="controls"><input type="search" id="filter" placeholder="filter by text (id, prompt, steps)"> '
         '<label><input type="checkbox" id="only-bad"> only with an error</label> '

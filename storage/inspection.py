@@ -30,6 +30,7 @@ __all__ = [
     "diff_versions",
     "filter_rows",
     "parse_where",
+    "verification_stats",
     "version_stats",
 ]
 
@@ -39,6 +40,8 @@ MC_BINS = 10
 STAGE_ORDER = ("source", "sampling", "labeling", "verification", "judge")
 #: how many example ids ``diff_versions`` lists per category
 DIFF_EXAMPLES = 20
+#: how many tool/labeler conflicts ``verification_stats`` lists as examples
+CONFLICT_EXAMPLES = 10
 
 _STREAMING = "streaming"
 
@@ -92,6 +95,7 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
                          totals include what was spent on rejected items; "per label" = per labelled step;
                          by_labeler counts labelled rows only (rejects carry no labeler)
         labelers:        {labeler -> solutions}
+        verification:    :func:`verification_stats` (tool verdicts vs labels, good_but_refuted, conflicts)
     """
     manifest = store.manifest(version)
     name = manifest.version
@@ -248,6 +252,106 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
         "judge_agreement": judge,
         "cost": cost,
         "labelers": {str(r["labeler"]): int(r["n"]) for r in by_labeler},
+        "verification": verification_stats(labels),
+    }
+
+
+def verification_stats(labels: pl.LazyFrame) -> dict[str, Any]:
+    """Tool verification of ``step_labels`` rows against their labels (a JSON-serialisable dict)::
+
+        solutions_checked, steps_checked   rows with tool verdicts, and their steps
+        verified, refuted, unknown         steps by verdict; refuted_solutions: rows with a refuted step
+        good_but_refuted                   exported label good while the tool refuted the step (0 under the
+                                           default hybrid rule); good_but_refuted_solutions: rows with one
+        agreement                          {decisive, agree, fraction}: over verified/refuted steps, whether the
+                                           labeler's own (MC) label agrees (verified & good, refuted & bad)
+        conflicts                          {refuted_but_labeler_good, verified_but_labeler_bad} steps, with
+                                           ``*_solutions`` counts, and ``examples`` (first 10 refuted-but-good:
+                                           solution_id, step, mc, labeler_label, label, evidence)
+        relabelled_steps, relabelled_solutions   exported label differs from the labeler's own
+
+    The labeler's own label is ``labeler_labels``; shards written before that column existed fall back to
+    ``labels``. Rows with no verdicts (verification off) are not counted.
+    """
+    verdict = pl.col("verdict")
+    own = pl.col("own").fill_null(False)
+    good = pl.col("good").fill_null(False)
+    refuted, verified = verdict == "refuted", verdict == "verified"
+    flags = {
+        "verified": verified,
+        "refuted": refuted,
+        "good_but_refuted": good & refuted,
+        "refuted_but_labeler_good": own & refuted,
+        "verified_but_labeler_bad": ~own & verified,
+        "agree": (verified & own) | (refuted & ~own),
+        "relabelled": pl.col("good").ne_missing(pl.col("own")),
+    }
+    # one row per checked step; evidence and MC stay lists (they may be null as a whole) until an example needs them
+    steps = (
+        labels.filter(
+            (pl.col("tool_verdicts").list.len() > 0)
+            # a row whose per-step lists disagree in length cannot be read step by step; it is left out
+            & (pl.col("labels").list.len() == pl.col("tool_verdicts").list.len())
+            & (pl.col("labeler_labels").list.len().fill_null(pl.col("labels").list.len())
+               == pl.col("labels").list.len())
+        )
+        .with_row_index("row")
+        .select(
+            "row",
+            "solution_id",
+            "tool_evidence",
+            "mc_scores",
+            good=pl.col("labels"),
+            own=pl.coalesce(pl.col("labeler_labels"), pl.col("labels")),
+            verdict=pl.col("tool_verdicts"),
+            step=pl.int_ranges(pl.col("tool_verdicts").list.len()),
+        )
+        .explode("good", "own", "verdict", "step")
+    )
+    per_row = steps.group_by("row").agg(n=pl.len(), **{name: flag.sum() for name, flag in flags.items()})
+    totals_q = per_row.select(
+        solutions=pl.len(),
+        steps=pl.col("n").sum(),
+        **{name: pl.col(name).sum() for name in flags},
+        **{f"{name}_solutions": (pl.col(name) > 0).sum() for name in flags},
+    )
+    examples_q = (
+        steps.filter(own & refuted)
+        .sort("row", "step")
+        .head(CONFLICT_EXAMPLES)
+        .select(
+            "solution_id",
+            "step",
+            mc=pl.col("mc_scores").list.get(pl.col("step"), null_on_oob=True),
+            labeler_label=pl.col("own"),
+            label=pl.col("good"),
+            evidence=pl.col("tool_evidence").list.get(pl.col("step"), null_on_oob=True),
+        )
+    )
+    totals, examples = _collect_all([totals_q, examples_q])
+    t = {k: int(v or 0) for k, v in totals.row(0, named=True).items()}
+    decisive = t["verified"] + t["refuted"]
+    return {
+        "solutions_checked": t["solutions"],
+        "steps_checked": t["steps"],
+        "verified": t["verified"],
+        "refuted": t["refuted"],
+        "unknown": t["steps"] - decisive,
+        "refuted_solutions": t["refuted_solutions"],
+        "good_but_refuted": t["good_but_refuted"],
+        "good_but_refuted_solutions": t["good_but_refuted_solutions"],
+        "agreement": {"decisive": decisive, "agree": t["agree"],
+                      "fraction": (t["agree"] / decisive) if decisive else None},
+        "conflicts": {
+            "refuted_but_labeler_good": t["refuted_but_labeler_good"],
+            "refuted_but_labeler_good_solutions": t["refuted_but_labeler_good_solutions"],
+            "verified_but_labeler_bad": t["verified_but_labeler_bad"],
+            "verified_but_labeler_bad_solutions": t["verified_but_labeler_bad_solutions"],
+            "examples": [{**row, "mc": None if row["mc"] is None else round(float(row["mc"]), 4)}
+                         for row in examples.to_dicts()],
+        },
+        "relabelled_steps": t["relabelled"],
+        "relabelled_solutions": t["relabelled_solutions"],
     }
 
 

@@ -40,6 +40,7 @@ from steplabel.storage.exporters import (
     export_version,
     parse_split_ratio,
 )
+from steplabel.storage.inspection import verification_stats
 
 __all__ = ["PublishResult", "build_card", "data_stats", "plan_files", "publish", "redact_config"]
 
@@ -116,7 +117,8 @@ def _size_category(n: int) -> str:
 
 
 def data_stats(df: pl.DataFrame) -> dict[str, Any]:
-    """What the card reports from the data itself: models, labelers, problems, first-error positions."""
+    """What the card reports from the data itself: models, labelers, problems, first-error positions and,
+    when the rows carry tool verdicts, :func:`steplabel.storage.inspection.verification_stats`."""
 
     def distinct(col: str) -> list[str]:
         if col not in df.columns:
@@ -131,6 +133,8 @@ def data_stats(df: pl.DataFrame) -> dict[str, Any]:
         "problems": df.get_column("problem_id").n_unique() if "problem_id" in df.columns else None,
         "solutions": df.height,
     }
+    if "tool_verdicts" in df.columns:
+        out["verification"] = verification_stats(df.lazy())
     if "first_error" in df.columns and df.height:
         fe = df.get_column("first_error").fill_null(-1)
         out["solutions_without_error"] = int((fe < 0).sum())
@@ -231,6 +235,7 @@ def build_card(
     if hist:
         lines += ["", "First-error position (0-based step index) -> solutions: "
                   + ", ".join(f"{k}: {v}" for k, v in hist.items())]
+    lines += _verification_section(stats.get("verification"))
     lines += ["", "## Configs (formats)", ""]
     rows = stats.get("rows") or {}
     for entry in configs:
@@ -258,6 +263,41 @@ def build_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _verification_section(v: dict[str, Any] | None) -> list[str]:
+    """The card's tool-verification section: verdicts, agreement with the labeler, and the conflicts."""
+    lines = ["", "## Tool verification", ""]
+    if not v or not v["steps_checked"]:
+        return lines + ["No tool verdicts: the steps were not checked by sympy or code."]
+    agreement, conflicts = v["agreement"], v["conflicts"]
+    fraction = "n/a" if agreement["fraction"] is None else f"{agreement['fraction']:.4f}"
+    lines += [
+        "Each step's arithmetic claims were checked with sympy (and sandboxed model-written code where "
+        "configured): `verified`, `refuted` or `unknown`.",
+        "",
+        "| statistic | value |",
+        "|---|---|",
+        f"| steps checked | {v['steps_checked']} (in {v['solutions_checked']} solutions) |",
+        f"| verified / refuted / unknown steps | {v['verified']} / {v['refuted']} / {v['unknown']} |",
+        f"| solutions with a refuted step | {v['refuted_solutions']} |",
+        f"| labeler (MC) label agrees with the tool | {fraction} of {agreement['decisive']} verified or refuted "
+        "steps |",
+        f"| refuted steps the labeler called good | {conflicts['refuted_but_labeler_good']} "
+        f"(in {conflicts['refuted_but_labeler_good_solutions']} solutions) |",
+        f"| verified steps the labeler called bad | {conflicts['verified_but_labeler_bad']} |",
+        f"| steps relabelled by the tools | {v['relabelled_steps']} (in {v['relabelled_solutions']} solutions) |",
+        f"| exported good but refuted | {v['good_but_refuted']} |",
+        "",
+    ]
+    if v["good_but_refuted"]:
+        return lines + [f"{v['good_but_refuted']} steps are exported as good although a tool refuted them: these "
+                        "rows were labelled with the hybrid rule off (`verification.hybrid: null`)."]
+    lines.append("No step is exported as good while a tool refuted it.")
+    if v["relabelled_steps"]:
+        lines[-1] += (" The hybrid rule labelled each refuted step, and every step after it, bad; the labeler's own "
+                      "labels stay in the store's `labeler_labels` column.")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -288,7 +328,8 @@ def plan_files(
             files[rel] = path
             formats.setdefault(fmt, {})[split] = rel
             rows.setdefault(fmt, {})[split] = _count_rows(path)
-    cols = ["problem_id", "first_error", "policy_model", "completer_model", "judge_model", "labeler"]
+    cols = ["problem_id", "solution_id", "first_error", "policy_model", "completer_model", "judge_model", "labeler",
+            "labels", "labeler_labels", "mc_scores", "tool_verdicts", "tool_evidence"]
     stats = data_stats(store.scan("step_labels", version).select(cols).collect())
     stats["rows"] = rows
     secrets = _known_tokens()

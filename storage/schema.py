@@ -20,7 +20,7 @@ STEP_LABELS_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("prompt", pa.string()),
         ("completions", pa.list_(pa.string())),
-        ("labels", pa.list_(pa.bool_())),
+        ("labels", pa.list_(pa.bool_())),  # exported: the labeler's labels corrected by the tools (hybrid)
         ("mc_scores", pa.list_(pa.float32())),
         ("mc_correct", pa.list_(pa.int32())),
         ("mc_total", pa.list_(pa.int32())),
@@ -32,6 +32,7 @@ STEP_LABELS_SCHEMA = pa.schema(
         ("tool_evidence", pa.list_(pa.string())),  # the failing claim of each refuted step, else null
         ("tool_first_error", pa.int32()),
         ("tool_checks", pa.string()),  # JSON: each sandboxed code check (step, verdict, code, sandbox output)
+        ("labeler_labels", pa.list_(pa.bool_())),  # the labeler's own labels, before the tools (null in older shards)
         ("judge_first_error", pa.int32()),
         ("judge_rationale", pa.string()),
         ("consensus", pa.bool_()),

@@ -58,3 +58,15 @@ def test_hash_ignores_speed_knobs_but_not_semantics():
     assert parse_config({"policy": {"kind": "llama_cpp", "n_threads": 7}}).hash() == base.hash()
     assert parse_config({"seed": 1}).hash() != base.hash()
     assert parse_config({"labeler": {"name": "math_shepherd", "k": 5}}).hash() != base.hash()
+
+
+def test_hybrid_labels_are_on_by_default_and_null_turns_them_off():
+    from steplabel.checks.hybrid_config import HybridConfig
+
+    assert RunConfig().verification.hybrid == HybridConfig(bad_after_refuted=True, verified_rescues=False)
+    assert load_config(ROOT / "configs" / "quickstart.yaml").verification.hybrid == HybridConfig()
+    assert parse_config({"verification": {"hybrid": None}}).verification.hybrid is None
+    assert parse_config({"verification": {"hybrid": None}}).hash() != RunConfig().hash()
+    # the MC-threshold knobs of the old rule are gone: the labeler's own rule decides; a clear one-line error
+    with pytest.raises(ConfigError, match=r"verification\.hybrid\.mc_threshold: Extra inputs are not permitted"):
+        parse_config({"verification": {"hybrid": {"mc_threshold": 0.5}}})

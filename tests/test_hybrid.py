@@ -1,3 +1,5 @@
+"""The hybrid rule: the labeler's own labels, corrected only where a tool refutes (or, opt-in, verifies) a step."""
+
 from __future__ import annotations
 
 import pytest
@@ -5,53 +7,44 @@ import pytest
 from steplabel.checks.hybrid import combine
 from steplabel.checks.hybrid_config import HybridConfig
 
-MC = [1.0, 0.5, 0.25, 0.0]
+U, V, R = "unknown", "verified", "refuted"
 
 
-def test_default_refuted_overrides_mc():
-    labels, first = combine(MC, ["verified", "refuted", "unknown", "unknown"])
+def test_refuted_step_and_everything_after_it_are_bad():
+    # the quick-start case: MC says every step is good (right final answer), sympy refutes step 1
+    labels, first = combine([True, True, True, True], [V, R, U, V])
     assert labels == [True, False, False, False] and first == 1
 
 
-def test_mc_decides_when_tool_is_silent():
-    labels, first = combine(MC, ["unknown"] * 4)
-    assert labels == [True, True, True, False] and first == 3
+def test_the_labelers_own_rule_is_kept_where_the_tool_is_silent():
+    # non-monotone labels (Math-Shepherd hard, RPE ratios) are not reshaped into MC > 0 or first-error form
+    labels, first = combine([True, False, True, False], [U, U, V, U])
+    assert labels == [True, False, True, False] and first == 1
+    # a labeler-bad step before the refuted one stays the first error
+    labels, first = combine([True, False, True, True], [U, U, R, U])
+    assert labels == [True, False, False, False] and first == 1
 
 
-def test_tool_does_not_override_when_disabled():
-    cfg = HybridConfig(tool_overrides_mc=False)
-    labels, first = combine(MC, ["unknown", "refuted", "unknown", "unknown"], cfg)
-    assert labels == [True, True, True, False] and first == 3
-
-
-def test_require_agreement_makes_refuted_bad_even_without_override():
-    cfg = HybridConfig(tool_overrides_mc=False, require_agreement=True)
-    labels, first = combine(MC, ["unknown", "unknown", "refuted", "verified"], cfg)
-    assert labels == [True, True, False, False] and first == 2
-
-
-def test_verified_rescue_and_threshold():
-    cfg = HybridConfig(verified_rescues_mc=True, after_first_error_bad=False, mc_threshold=0.3)
-    labels, first = combine(MC, ["unknown", "unknown", "verified", "unknown"], cfg)
-    assert labels == [True, True, True, False] and first == 3
-    labels, _ = combine(MC, ["unknown", "unknown", "unknown", "unknown"], cfg)
-    assert labels == [True, True, False, False]
-
-
-def test_after_first_error_bad_can_be_off():
-    cfg = HybridConfig(after_first_error_bad=False)
-    labels, first = combine([1.0, 0.0, 1.0], ["unknown", "unknown", "verified"], cfg)
+def test_only_refuted_steps_when_bad_after_refuted_is_off():
+    cfg = HybridConfig(bad_after_refuted=False)
+    labels, first = combine([True, True, True], [U, R, V], cfg)
     assert labels == [True, False, True] and first == 1
-    labels, _ = combine([1.0, 0.0, 1.0], ["unknown", "unknown", "verified"])
-    assert labels == [True, False, False]
 
 
-def test_none_is_unknown_and_errors():
-    assert combine([0.5], [None]) == ([True], -1)
+def test_verified_rescue_is_opt_in():
+    assert combine([True, False, False], [U, V, U]) == ([True, False, False], 1)
+    assert combine([True, False, False], [U, V, U], HybridConfig(verified_rescues=True)) == ([True, True, False], 2)
+    # a refuted earlier step still wins over a later verified one
+    assert combine([True, True, True], [R, V, V], HybridConfig(verified_rescues=True)) == ([False, False, False], 0)
+
+
+def test_none_is_unknown_null_labels_pass_through_and_errors():
+    assert combine([True], [None]) == ([True], -1)
     assert combine([], []) == ([], -1)
-    with pytest.raises(ValueError):
-        combine([0.5], ["maybe"])
-    with pytest.raises(ValueError):
-        combine([0.5, 0.5], ["unknown"])
-    with pytest.raises(Exception):
-        HybridConfig(tool_override=True)
+    assert combine([None, True], [U, R]) == ([None, False], 0)
+    with pytest.raises(ValueError, match="unknown tool verdict 'maybe'"):
+        combine([True], ["maybe"])
+    with pytest.raises(ValueError, match="2 labeler labels but 1 tool verdicts"):
+        combine([True, True], [U])
+    with pytest.raises(Exception, match="Extra inputs are not permitted"):
+        HybridConfig(tool_overrides_mc=True)

@@ -12,15 +12,17 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from steplabel.cli.inspect_cmd import inspect_command
+from steplabel.cli.inspect_cmd import inspect_command, verification_line
 from steplabel.cli.report_cmd import report_command
 from steplabel.cli.render import render_solutions
+from steplabel.labelers.base import first_false
 from steplabel.storage.inspection import (
     InspectionError,
     diff_versions,
     filter_rows,
     version_stats,
 )
+from steplabel.storage.schema import STEP_LABELS_SCHEMA
 from steplabel.storage.store import ShardStore
 from tests.factories import make_reject_rows, make_step_label_rows
 
@@ -350,3 +352,103 @@ def test_version_stats_tolerates_missing_mc_scores_and_labels(tmp_path):
     result = runner.invoke(_app(), ["inspect", str(tmp_path), "--show", "3"])
     assert result.exit_code == 0, result.output
     assert "????" in result.output  # the null label
+
+
+# --------------------------------------------------------------------------------------------------------
+# tool verification
+# --------------------------------------------------------------------------------------------------------
+V, R, U = "verified", "refuted", "unknown"
+CLAIM = "4 * 4 = 12 (left = 16, right = 12)"
+# (labeler_labels, labels, tool_verdicts, tool_evidence) per row; mc_scores come from the factory
+VERIFIED_ROWS = [
+    ([True, True, True], [True, False, False], [V, R, U], [None, CLAIM, None]),  # hybrid made steps 1-2 bad
+    ([True, True], [True, True], [U, R], [None, "2 + 2 = 5 (left = 4, right = 5)"]),  # hybrid off: good but refuted
+    ([True, False], [True, False], [V, V], [None, None]),  # the labeler calls a verified step bad
+    (None, [True, False, False], [U, R, U], [None, "x", None]),  # an older shard: no labeler_labels column
+    ([True], [True], None, None),  # verification off: not counted
+]
+
+
+def verification_store(root) -> ShardStore:
+    rows = make_step_label_rows(len(VERIFIED_ROWS), shard_id="v", steps_per_solution=1).to_pylist()
+    for row, (own, labels, verdicts, evidence) in zip(rows, VERIFIED_ROWS, strict=True):
+        row.update(labeler_labels=own, labels=labels, first_error=first_false(labels), tool_verdicts=verdicts,
+                   tool_evidence=evidence,
+                   completions=[f"step {j}" for j in range(len(labels))], mc_scores=[0.5] * len(labels))
+    store = ShardStore(root)
+    store.stage("r", "v", {"step_labels": pa.Table.from_pylist(rows, schema=STEP_LABELS_SCHEMA)})
+    store.commit("r", config={}, config_hash="h", code_version="t")
+    return store
+
+
+def test_verification_stats_counts_verdicts_agreement_and_conflicts(tmp_path):
+    v = version_stats(verification_store(tmp_path))["verification"]
+    assert (v["solutions_checked"], v["steps_checked"]) == (4, 10)
+    assert (v["verified"], v["refuted"], v["unknown"], v["refuted_solutions"]) == (3, 3, 4, 3)
+    assert (v["good_but_refuted"], v["good_but_refuted_solutions"]) == (1, 1)  # row 1 only
+    # decided steps: row0 V/good agree, R/good no; row1 R/good no; row2 V/good agree, V/bad no; row3 R/bad agree
+    assert v["agreement"] == {"decisive": 6, "agree": 3, "fraction": 0.5}
+    conflicts = v["conflicts"]
+    assert (conflicts["refuted_but_labeler_good"], conflicts["refuted_but_labeler_good_solutions"]) == (2, 2)
+    assert (conflicts["verified_but_labeler_bad"], conflicts["verified_but_labeler_bad_solutions"]) == (1, 1)
+    assert conflicts["examples"] == [
+        {"solution_id": "v-sol0", "step": 1, "mc": 0.5, "labeler_label": True, "label": False, "evidence": CLAIM},
+        {"solution_id": "v-sol1", "step": 1, "mc": 0.5, "labeler_label": True, "label": True,
+         "evidence": "2 + 2 = 5 (left = 4, right = 5)"},
+    ]
+    assert (v["relabelled_steps"], v["relabelled_solutions"]) == (2, 1)
+
+
+def test_cli_shows_tool_verification_and_good_but_refuted(tmp_path):
+    store = verification_store(tmp_path)
+    data = json.loads(runner.invoke(_app(), ["inspect", store.root, "--json"]).stdout)
+    assert data["good_but_refuted"] == 1 and data["stats"]["verification"]["refuted"] == 3
+    result = runner.invoke(_app(), ["inspect", store.root, "--show", "1"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "tool verification (steps)" in out and "│ good but refuted │ 1" in out
+    assert f"│ v-sol0 │ 1 │ 0.50 │ BAD │ {CLAIM} │" in out  # the example conflicts, with the refuted claim
+    assert "[1] BAD mc=0.50 (labeler: GOOD) tool:REFUTED step 1" in out  # --show marks what the tools changed
+    assert verification_line(data["stats"]["verification"]) == (
+        "3 steps verified, 3 refuted (in 3 solutions), 4 unknown; labeler agrees on 0.500 (3/6) decided steps; "
+        "1 exported good but refuted")
+
+
+def test_cli_json_good_but_refuted_is_zero_without_verdicts(store):
+    data = json.loads(runner.invoke(_app(), ["inspect", store.root, "--json"]).stdout)
+    assert data["good_but_refuted"] == 0 and data["stats"]["verification"]["solutions_checked"] == 10
+
+
+def _default_run_store(root, config) -> ShardStore:
+    """One shard labelled with ``config`` on a scripted engine, committed: the quick start's failure case."""
+    from steplabel.labelling.shard import RunContext, ShardPlan, label_shard
+    from steplabel.rollouts.grading import Grader
+    from steplabel.rollouts.sources import Problem
+    from tests.scripted_engine import ScriptedEngine
+
+    lucky = "Step 1: Ava has 4 * 4 = 12 pencils.\nStep 2: She gives away 2, so 12 - 2 = 10.\nThe answer is 10."
+    honest = "Step 1: Ava has 4 * 4 = 16 pencils.\nStep 2: She gives away 2, so 16 - 2 = 14.\nThe answer is 14."
+    problem = Problem("p", "Ava buys 4 boxes of 4 pencils and gives away 2. How many are left?", "10", "test")
+    engine = ScriptedEngine(lambda request, index: (lucky, honest)[index % 2])
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("s", (problem,)), config, RunContext.now("r", config.hash()),
+                                policy=engine, completer=engine, grader=grader)
+    store = ShardStore(root)
+    store.stage("r", "s", tables)
+    store.commit("r", config=config.model_dump(mode="json"), config_hash=config.hash(), code_version="t")
+    return store
+
+
+def test_a_default_run_never_exports_a_refuted_step_as_good(tmp_path):
+    from steplabel.flows.config import RunConfig, parse_config
+
+    data = json.loads(runner.invoke(_app(), ["inspect", _default_run_store(tmp_path / "a", RunConfig()).root,
+                                             "--json"]).stdout)
+    v = data["stats"]["verification"]
+    # the lucky solution reaches the right answer through 4 * 4 = 12: MC calls it good, sympy refutes it
+    assert v["conflicts"]["refuted_but_labeler_good_solutions"] == 1 and v["refuted"] == 1
+    assert data["good_but_refuted"] == 0 and v["relabelled_steps"] == 2
+    off = parse_config({"verification": {"hybrid": None}})
+    data = json.loads(runner.invoke(_app(), ["inspect", _default_run_store(tmp_path / "b", off).root,
+                                             "--json"]).stdout)
+    assert data["good_but_refuted"] == 1 and data["stats"]["verification"]["relabelled_steps"] == 0

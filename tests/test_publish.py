@@ -20,6 +20,7 @@ from steplabel.storage.publish import (
     publish,
     redact_config,
 )
+from steplabel.storage.schema import STEP_LABELS_SCHEMA
 from steplabel.storage.store import ShardStore
 from tests.factories import expected_stats, make_reject_rows, make_step_label_rows
 
@@ -268,3 +269,25 @@ def test_cli_export_and_publish_dry_run(tmp_path: Path, monkeypatch: pytest.Monk
     assert (tmp_path / "dry/README.md").exists() and (tmp_path / "dry/trl/train-00000-of-00001.parquet").exists()
     res = runner.invoke(app, ["publish", str(tmp_path / "missing"), "--repo-id", "org/name", "--dry-run", str(tmp_path / "d3")])
     assert res.exit_code == 2
+
+
+def test_card_shows_tool_verification(tmp_path: Path):
+    rows = make_step_label_rows(2, shard_id="shard-0000").to_pylist()  # labels TTT and TFF
+    rows[0].update(tool_verdicts=["verified", "refuted", "unknown"], labeler_labels=[True, True, True],
+                   labels=[True, False, False], first_error=1)
+    rows[1].update(tool_verdicts=["unknown", "verified", "unknown"], labeler_labels=[True, False, False])
+    store = ShardStore(tmp_path)
+    store.stage("r1", "shard-0000", {"step_labels": pa.Table.from_pylist(rows, schema=STEP_LABELS_SCHEMA)})
+    store.commit("r1", config=CFG, config_hash="cfg-test", code_version="abc123")
+    card = plan_files(store, None, tmp_path / "w")["README.md"].read_text()
+    section = card.split("## Tool verification\n")[1].split("\n## ")[0]
+    for line in ("| verified / refuted / unknown steps | 2 / 1 / 3 |",
+                 "| labeler (MC) label agrees with the tool | 0.3333 of 3 verified or refuted steps |",
+                 "| refuted steps the labeler called good | 1 (in 1 solutions) |",
+                 "| verified steps the labeler called bad | 1 |",
+                 "| steps relabelled by the tools | 2 (in 1 solutions) |",
+                 "| exported good but refuted | 0 |"):
+        assert line in section, line
+    assert "No step is exported as good while a tool refuted it. The hybrid rule" in section
+    # unverified rows say so instead of printing zeros
+    assert "No tool verdicts" in build_card(store.manifest(), {"verification": None}, {})

@@ -26,7 +26,9 @@ from tests.factories import make_reject_rows, make_step_label_rows
 
 EVIL_STEP = '<script>alert("pwned")</script> & "quotes" <img src=x onerror=alert(1)>'
 EVIL_PROMPT = "</details><b>bold?</b> http://example.com/x.png"
-CHART_IDS = ["chart-label-balance", "chart-first-error", "chart-mc", "chart-retention", "chart-judge", "chart-cost"]
+EVIL_CLAIM = "<i>4 * 4 = 12</i> (left = 16, right = 12)"
+CHART_IDS = ["chart-label-balance", "chart-first-error", "chart-mc", "chart-retention", "chart-judge",
+             "chart-verification", "chart-cost"]
 
 
 def _set(table: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
@@ -43,6 +45,12 @@ def report(tmp_path_factory) -> Path:
     rows = _set(rows, "completions", completions, pa.list_(pa.string()))
     rows = _set(rows, "prompt", [EVIL_PROMPT] + rows.column("prompt").to_pylist()[1:], pa.string())
     rows = _set(rows, "judge_first_error", [-1, 0, 2, None, None, -1, 1, None], pa.int32())
+    # solution 1 (labels TFF): the tools verified step 0 and refuted step 1, which its labeler called good
+    verdicts = rows.column("tool_verdicts").to_pylist()
+    verdicts[1] = ["verified", "refuted", "unknown"]
+    rows = _set(rows, "tool_verdicts", verdicts, pa.list_(pa.string()))
+    rows = _set(rows, "tool_evidence", [None, [None, EVIL_CLAIM, None]] + [None] * 6, pa.list_(pa.string()))
+    rows = _set(rows, "labeler_labels", [None, [True, True, False]] + [None] * 6, pa.list_(pa.bool_()))
     store.stage("r1", "s0", {"step_labels": rows, "rejects": make_reject_rows(2, shard_id="s0")})
     store.commit("r1", config={"note": "<script>cfg</script>"}, config_hash="h1", code_version="t")
     return write_report(store, None, tmp_path_factory.mktemp("report") / "report.html", samples=5)
@@ -59,6 +67,21 @@ def test_one_self_contained_file(report):
         assert f'id="{chart}"' in page
     assert page.count("<svg") >= len(CHART_IDS) and page.count('class="bar"') >= 10
     assert page.count('class="sample"') == 5
+
+
+def test_tool_verification_is_shown(report):
+    page = report.read_text(encoding="utf-8")
+    figure = re.search(r'<figure class="chart" id="chart-verification">(.*?)</figure>', page, re.S).group(1)
+    assert re.findall(r'data-label="(\w+)" data-value="(\d+)"', figure) == [
+        ("verified", "1"), ("refuted", "1"), ("unknown", "22")]
+    assert "The labeler&#x27;s own (MC) label agrees with 0.500 of the 2 verified or refuted steps" in figure
+    assert "1 refuted steps the labeler called good" in figure and "Exported good but refuted: 0." in figure
+    conflicts = re.search(r'<table class="rejects" id="conflicts">(.*?)</table>', page, re.S).group(1)
+    assert re.sub(r"<[^>]+>", "|", conflicts).endswith(f"|s0-sol1||1||0.25||BAD||{html.escape(EVIL_CLAIM)}||")
+    sample = re.search(r'<details class="sample"[^>]*>(?:(?!</details>).)*s0-sol1.*?</details>', page, re.S).group(0)
+    step1 = re.search(r'<li class="step bad" data-step="1">.*?</li>', sample, re.S).group(0)
+    assert "tool: refuted" in step1 and "labeler: GOOD" in step1 and html.escape(EVIL_CLAIM) in step1
+    assert "<i>" not in page
 
 
 def test_data_is_escaped(report):

@@ -165,4 +165,53 @@ def test_consensus_truncation_cuts_every_per_step_column():
     assert len(rows) == 5 and all(r["first_error"] == 0 and r["judge_first_error"] == 0 for r in rows)
     for row in rows:  # everything after the first error is cut, in every per-step column
         assert len(row["completions"]) == len(row["labels"]) == len(row["mc_scores"]) == len(row["tool_verdicts"]) == 1
+        assert len(row["labeler_labels"]) == 1
         assert row["labels"] == [False]
+
+
+def lucky_script(request: GenerationRequest, index: int) -> str:
+    """The quick-start failure: a right final answer reached through false arithmetic; every rollout agrees."""
+    if re.search(r"^Step \d+:", request.prompt.split("Question:")[-1], flags=re.MULTILINE):
+        return "Step 3: so 5.\nThe answer is 5."
+    return "Step 1: 2 + 3 = 6.\nStep 2: 6 - 1 = 5.\nThe answer is 5."
+
+
+def lucky_rows(config):
+    engine = ScriptedEngine(lucky_script)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS[:1]), config, RunContext.now("run-x", config.hash()),
+                                policy=engine, completer=engine, grader=grader)
+    [row] = tables["step_labels"].to_pylist()  # the other four samples are duplicates of it
+    return row
+
+
+def test_by_default_a_refuted_step_is_never_exported_as_good():
+    row = lucky_rows(CONFIG)
+    assert row["final_correct"] and row["mc_scores"] == [1.0, 1.0]
+    assert row["tool_verdicts"] == ["refuted", "verified"]
+    assert row["labeler_labels"] == [True, True]  # MC alone: both good, kept beside the exported labels
+    # the refuted step and the step after it are bad; first_error follows the exported labels
+    assert row["labels"] == [False, False] and row["first_error"] == 0
+    assert row["soft_labels"] == [0.0, 0.0]  # the steps the tool made bad lose their soft targets
+
+
+def test_hybrid_null_exports_the_labelers_labels_as_they_are():
+    config = parse_config({**CONFIG.model_dump(mode="json"), "verification": {"sympy": {}, "hybrid": None}})
+    row = lucky_rows(config)
+    assert row["tool_verdicts"] == ["refuted", "verified"]
+    assert row["labels"] == row["labeler_labels"] == [True, True] and row["first_error"] == -1
+    assert row["soft_labels"] == [1.0, 1.0]
+
+
+def test_deferred_verification_is_idempotent():
+    from steplabel.labelling.shard import verify_table
+
+    engine = ScriptedEngine(lucky_script)
+    with Grader(timeout_s=5) as grader:
+        tables, _ = label_shard(ShardPlan("shard-a", PROBLEMS[:1]), CONFIG, RunContext.now("run-x", CONFIG.hash()),
+                                policy=engine, completer=engine, grader=grader, verify=False)
+    staged = tables["step_labels"]
+    assert staged.column("labels").to_pylist() == [[True, True]] and staged.column("tool_verdicts").null_count == 1
+    once = verify_table(staged, CONFIG)
+    assert once.column("labels").to_pylist() == [[False, False]]
+    assert verify_table(once, CONFIG).to_pylist() == once.to_pylist()
