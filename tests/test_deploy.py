@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from pathlib import Path
 
 import pytest
@@ -25,14 +26,15 @@ def test_prefect_yaml_matches_prefects_model(prefect_yaml):
     from prefect.cli.deploy._models import PrefectYamlModel  # what `prefect deploy` validates with (3.8.8, pinned)
 
     model = PrefectYamlModel.model_validate(prefect_yaml)
-    assert {d.name for d in model.deployments} == {"gsm8k-gpu-nightly", "gsm8k-k8s-vllm-servers"}
+    assert {d.name for d in model.deployments} == {"gsm8k-gpu-nightly", "gsm8k-k8s-vllm-servers", "quickstart-cpu"}
     for deployment in model.deployments:
         for schedule in deployment.schedules or []:
             assert getattr(schedule, "cron", None), schedule
 
 
-def test_deployments_resolve_and_validate(prefect_yaml):
+def test_deployments_resolve_and_validate(prefect_yaml, monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.templating import apply_values
 
     from steplabel.storage.store import _check_id
 
@@ -50,7 +52,14 @@ def test_deployments_resolve_and_validate(prefect_yaml):
         assert required <= set(params) <= set(signature.parameters), (deployment["name"], set(params))
         parse_config(params["config"], origin=f"deploy/prefect.yaml:{deployment['name']}")
         _check_id("run_id", params["run_id"])
-        assert "://" in params["out"]  # object-store roots in the examples
+        if deployment["work_pool"]["name"] == "local-cpu":  # this machine: the checkout, as `prefect deploy` fills it in
+            monkeypatch.setenv("PWD", str(REPO))
+            resolved = apply_values(deployment, dict(os.environ), remove_notset=False)
+            assert resolved["parameters"]["out"] == f"{REPO}/steplabel-data"  # absolute: a worker's run starts elsewhere
+            assert resolved["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+            assert params["config"]["policy"] == {"kind": "llama_cpp", "model_path": None, "n_ctx": 2048}
+        else:
+            assert "://" in params["out"]  # object-store roots in the examples
         for schedule in deployment.get("schedules", []):
             check_cron(schedule["cron"])
         pools.add(deployment["work_pool"]["name"])
@@ -58,7 +67,7 @@ def test_deployments_resolve_and_validate(prefect_yaml):
             (name,) = step
             module_name, _, attr = name.rpartition(".")
             assert callable(getattr(importlib.import_module(module_name), attr)), name
-    assert pools == {"gpu-host", "k8s"}
+    assert pools == {"gpu-host", "k8s", "local-cpu"}
     k8s = next(d for d in prefect_yaml["deployments"] if d["work_pool"]["name"] == "k8s")
     assert k8s["parameters"]["config"]["policy"]["kind"] == "openai" and len(k8s["parameters"]["config"]["policy"]["base_urls"]) > 1
 
