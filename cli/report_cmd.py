@@ -11,8 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from steplabel.cli.common import open_store
-from steplabel.cli.inspect_cmd import _fail, _one_line
+from steplabel.cli.common import fail, first_line, open_store
 
 console = Console()
 
@@ -21,7 +20,10 @@ def report_command(
     directory: Annotated[str, typer.Argument(help="dataset directory (or s3://... URL) written by `steplabel run`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write")] = Path("report.html"),
     version: Annotated[Optional[str], typer.Option("--version", "-v", help="e.g. v3; default: latest")] = None,
-    samples: Annotated[int, typer.Option("--samples", min=0, help="solutions in the sample browser")] = 50,
+    samples: Annotated[int, typer.Option(
+        "--samples", min=0, help="solutions in the sample browser: a seeded sample spread over problems"
+    )] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the sample")] = 0,
 ) -> None:
     """Write one self-contained HTML file (inline SVG plots, sample browser; no network needed)."""
     from steplabel.storage.html_report import write_report
@@ -29,11 +31,11 @@ def report_command(
 
     store = open_store(directory, committed=False)
     if out.exists() and out.is_dir():
-        _fail(f"{out}: is a directory (expected an .html file path)")
+        fail(f"{out}: is a directory (expected an .html file path)")
     try:
-        path = write_report(store, version, out, samples=samples)
+        path = write_report(store, version, out, samples=samples, seed=seed)
     except StoreError as error:
-        _fail(_one_line(error))
+        fail(first_line(error))
     except OSError as error:
-        _fail(f"cannot write {out}: {_one_line(error)}")
+        fail(f"cannot write {out}: {first_line(error)}")
     console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", highlight=False)

@@ -4,9 +4,17 @@ Nothing is loaded from the network: the plots are inline SVG generated here, the
 filter script are inline, and a Content-Security-Policy forbids any other source. Every piece of data
 (prompts, steps, ids, config values) is HTML-escaped, so a step containing ``<script>`` is shown as text.
 
+The page, top to bottom: the version's metadata, the tool-verification section (verdicts, agreement with
+the labeler, conflicts), the charts (label balance, first error, final-answer accuracy, per-problem pass
+rate, grader layers, MC scores overall and by step index, steps per solution, retention, judge, cost), the
+rejects with examples, and a sample browser: a seeded sample spread over problems
+(:func:`steplabel.storage.selection.sample_rows`) with filters for errors, judge disagreements and
+tool/MC disagreements.
+
 After the page's script has run, ``document.body.dataset.rendered`` is ``"ok"`` when every chart has at
 least one bar laid out with a non-zero width (or is an explicitly empty chart), ``"failed"`` otherwise;
-``data-bars`` and ``data-samples`` on ``<body>`` hold the counts (used by the headless-Chromium test).
+``data-bars``, ``data-samples`` and ``data-verification-top`` (the verification section's offset in
+pixels) on ``<body>`` are read by the headless-Chromium test.
 """
 
 from __future__ import annotations
@@ -128,6 +136,8 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         "Solutions by the index of their first wrong step (MC / labeler first_error; -1 = no error).",
     ))
 
+    figures += _answer_figures(stats)
+
     mc = stats["mc_scores"]
     mc_items = [(f"{lo:.1f}–{hi:.1f}", n) for (lo, hi), n in zip(mc["bins"], mc["counts"])]
     mc_colors = [_mc_color((lo + hi) / 2) for lo, hi in mc["bins"]]
@@ -136,6 +146,22 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         svg_bar_chart(mc_items, title="MC score distribution", color=mc_colors),
         f"All {mc['total']:,} step MC scores in 10 bins (mean {_fmt(mc['mean'], 3)}"
         + (f"; {mc['nulls']:,} null" if mc["nulls"] else "") + ").",
+    ))
+
+    by_step = stats["mc_by_step"]
+    figures.append(_figure(
+        "chart-mc-by-step", "MC score by step index",
+        svg_bar_chart([(f"step {k}", round(v["mc_mean"], 4) if v["mc_mean"] is not None else 0.0)
+                       for k, v in by_step.items()], title="mean MC score by step index",
+                      color=[_mc_color(v["mc_mean"]) for v in by_step.values()], value_format="{:.3f}"),
+        "Mean MC score of the steps at each position; the share labelled good: "
+        + ", ".join(f"step {k}: {_fmt(v['positive_fraction'], 2)}" for k, v in list(by_step.items())[:12]) + ".",
+    ))
+    lengths = stats["steps_per_solution"]
+    figures.append(_figure(
+        "chart-steps", "Steps per solution",
+        svg_bar_chart([(f"{k} steps", n) for k, n in lengths["histogram"].items()], title="steps per solution"),
+        f"Solutions by their number of steps (mean {_fmt(lengths['mean'], 2)}).",
     ))
 
     retention = stats["retention"]
@@ -161,11 +187,9 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         f"Agreement on the first error: {_fmt(judge['fraction'], 3)} over {judge['judged']:,} judged solutions.",
     ))
 
-    figures.append(_verification_figure(stats["verification"]))
-
     cost = stats["cost"]
-    cost_items = [(name, c["rollouts_per_label"] or 0.0) for name, c in cost["by_labeler"].items()]
-    token_items = [(name, c["tokens_per_label"] or 0.0) for name, c in cost["by_labeler"].items()]
+    cost_items = [(name, c["rollouts_per_step"] or 0.0) for name, c in cost["by_labeler"].items()]
+    token_items = [(name, c["tokens_per_step"] or 0.0) for name, c in cost["by_labeler"].items()]
     if cost_items:
         cost_items.append(("all (incl. rejects)", cost["rollouts_per_label"] or 0.0))
         token_items.append(("all (incl. rejects)", cost["tokens_per_label"] or 0.0))
@@ -178,6 +202,32 @@ def _charts(stats: dict[str, Any]) -> list[str]:
         "spent on rejected items.",
     ))
     return figures
+
+
+def _answer_figures(stats: dict[str, Any]) -> list[str]:
+    """Final-answer accuracy, per-problem pass rate and which grader layer decided each answer."""
+    answers, problems = stats["answers"], stats["problems"]
+    wrong = answers["graded"] - answers["correct"]
+    items = [("correct", answers["correct"]), ("wrong", wrong)] + (
+        [("ungraded", answers["ungraded"])] if answers["ungraded"] else [])
+    layers = answers["by_grader_layer"]
+    return [
+        _figure("chart-answers", "Final-answer accuracy",
+                svg_bar_chart(items, title="final answers", color=[GOOD, BAD, "#999999"]),
+                f"Accuracy {_fmt(answers['accuracy'], 3)} over {answers['graded']:,} graded final answers of the "
+                "policy's solutions."),
+        _figure("chart-pass-rate", "Per-problem pass rate",
+                svg_bar_chart(list(problems["pass_rate_histogram"].items()), title="per-problem pass rate",
+                              color=[BAD, ACCENT, ACCENT, ACCENT, ACCENT, GOOD]),
+                f"{problems['problems']:,} problems with {_fmt(problems['solutions_per_problem'], 1)} solutions each; "
+                f"mean pass rate {_fmt(problems['mean_pass_rate'], 3)} (share of a problem's solutions whose final "
+                "answer is correct)."),
+        _figure("chart-grader", "Grader layers",
+                svg_bar_chart([(layer, v["solutions"]) for layer, v in layers.items()], title="grader layers"),
+                "Which layer of the grader decided each final answer: "
+                + ", ".join(f"{layer}: {v['correct']:,} of {v['solutions']:,} correct" for layer, v in layers.items())
+                + "."),
+    ]
 
 
 def _verification_figure(v: dict[str, Any]) -> str:
@@ -193,7 +243,7 @@ def _verification_figure(v: dict[str, Any]) -> str:
         f"{conflicts['verified_but_labeler_bad']:,} verified steps it called bad; {v['relabelled_steps']:,} "
         f"steps relabelled by the tools. Exported good but refuted: {v['good_but_refuted']:,}."
     )
-    return _figure("chart-verification", "Tool verification",
+    return _figure("chart-verification", "Verdicts per step",
                    svg_bar_chart(items, title="tool verdicts per step", color=[GOOD, BAD, "#999999"]), caption)
 
 
@@ -209,6 +259,19 @@ def _conflicts_table(v: dict[str, Any]) -> str:
     )
     return ('<table class="rejects" id="conflicts"><tr><th>solution</th><th>step</th><th>MC</th>'
             f"<th>exported label</th><th>refuted claim</th></tr>{rows}</table>")
+
+
+def _reject_examples(retention: dict[str, Any]) -> str:
+    """The first rejected items, with what went wrong."""
+    if not retention["examples"]:
+        return ""
+    rows = "".join(
+        f"<tr><td class=\"sid\">{_e(ex['item_id'])}</td><td>{_e(ex['stage'])}</td><td>{_e(ex['reason'])}</td>"
+        f"<td>{_e(ex['detail'])}</td></tr>"
+        for ex in retention["examples"]
+    )
+    return ('<h3>Rejected items (examples)</h3><table class="rejects" id="reject-examples"><tr><th>item</th>'
+            f"<th>stage</th><th>reason</th><th>detail</th></tr>{rows}</table>")
 
 
 def _mc_color(mc: float | None) -> str:
@@ -233,6 +296,7 @@ def _sample_html(row: dict[str, Any], *, open_: bool = False) -> str:
     judge = row.get("judge_first_error")
     disagree = judge is not None and judge != first_error
     has_error = first_error is not None and first_error >= 0
+    tool_disagree = False
     steps = []
     for index, step in enumerate(row.get("completions") or []):
         good = _at(row.get("labels"), index)
@@ -248,7 +312,8 @@ def _sample_html(row: dict[str, Any], *, open_: bool = False) -> str:
         evidence = _at(row.get("tool_evidence"), index)
         if tool == "refuted" and evidence:
             tool_flag += f' <span class="claim">refuted claim: {_e(evidence)}</span>'
-        own = _at(row.get("labeler_labels"), index)
+        own = _at(row.get("labeler_labels") or row.get("labels"), index)
+        tool_disagree |= (tool == "refuted" and own is True) or (tool == "verified" and own is False)
         if own is not None and good is not None and own != good:
             tool_flag += f' <span class="tag">labeler: {"GOOD" if own else "BAD"}</span>'
         steps.append(
@@ -259,16 +324,20 @@ def _sample_html(row: dict[str, Any], *, open_: bool = False) -> str:
         )
     verdict = {True: "correct", False: "wrong"}.get(row.get("final_correct"), "ungraded")
     summary = (
-        f'<span class="sid">{_e(row.get("solution_id"))}</span> '
+        f'<span class="sid">{_e(row.get("solution_id"))}</span> <span class="tag">problem '
+        f'{_e(row.get("problem_id"))}</span> '
         f'<span class="tag">{_e(row.get("labeler"))}</span> '
         f'<span class="tag {"bad" if has_error else "good"}">'
         f'{"first error: step " + _e(first_error) if has_error else "no error"}</span>'
         + (f' <span class="tag judge">judge: {_e(judge)}</span>' if disagree else "")
+        + (' <span class="tag bad">tool vs MC</span>' if tool_disagree else "")
         + f' <span class="tag">{_e(verdict)}</span>'
     )
     return (
         f'<details class="sample"{" open" if open_ else ""} data-first-error="{_e(first_error)}" '
-        f'data-has-error="{int(has_error)}" data-disagree="{int(disagree)}"><summary>{summary}</summary>'
+        f'data-has-error="{int(has_error)}" data-disagree="{int(disagree)}" '
+        f'data-tool-disagree="{int(tool_disagree)}" data-problem="{_e(row.get("problem_id"))}">'
+        f"<summary>{summary}</summary>"
         f'<div class="prompt">{_e(row.get("prompt"))}</div><ol class="steps" start="0">{"".join(steps)}</ol>'
         f'<div class="meta">final answer <code>{_e(row.get("final_answer"))}</code> vs reference '
         f'<code>{_e(row.get("reference_answer"))}</code>: {_e(verdict)} ({_e(row.get("grader_layer"))}); '
@@ -311,6 +380,8 @@ margin-right:8px;padding:0 3px}
 .meta{color:#555;font-size:12px;margin-top:6px}
 .tool{font-size:12px;padding:0 4px;border-radius:3px} .tool.verified{color:""" + GOOD + """}
 .tool.refuted{color:#fff;background:""" + BAD + """} .claim{color:""" + BAD + """;font-size:12px}
+section.verification{margin:12px 0 20px;padding:12px;border:2px solid """ + NEUTRAL + """;border-radius:6px}
+section.verification figure.chart{border:none;padding:0;background:none} h3{font-size:14px;margin:10px 0 4px}
 """
 
 _JS = """
@@ -331,13 +402,15 @@ _JS = """
   var box = document.getElementById("filter");
   var onlyBad = document.getElementById("only-bad");
   var onlyDisagree = document.getElementById("only-disagree");
+  var onlyTool = document.getElementById("only-tool");
   var shown = document.getElementById("shown");
   function apply() {
     var q = box.value.trim().toLowerCase(), n = 0;
     samples.forEach(function (s) {
       var show = (!q || s.textContent.toLowerCase().indexOf(q) >= 0)
         && (!onlyBad.checked || s.dataset.hasError === "1")
-        && (!onlyDisagree.checked || s.dataset.disagree === "1");
+        && (!onlyDisagree.checked || s.dataset.disagree === "1")
+        && (!onlyTool.checked || s.dataset.toolDisagree === "1");
       s.hidden = !show;
       if (show) { n += 1; }
     });
@@ -346,7 +419,10 @@ _JS = """
   box.addEventListener("input", apply);
   onlyBad.addEventListener("change", apply);
   onlyDisagree.addEventListener("change", apply);
+  onlyTool.addEventListener("change", apply);
   apply();
+  var verification = document.getElementById("verification");
+  body.dataset.verificationTop = String(Math.round(verification.getBoundingClientRect().top));
   body.dataset.bars = String(bars);
   body.dataset.samples = String(samples.length);
   body.dataset.rendered = ok ? "ok" : "failed";
@@ -357,11 +433,14 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline
 
 
 def render_report(
-    summary: dict[str, Any], stats: dict[str, Any], rows: list[dict[str, Any]], *, config: dict | None = None
+    summary: dict[str, Any], stats: dict[str, Any], rows: list[dict[str, Any]], *, config: dict | None = None,
+    seed: int = 0,
 ) -> str:
     """The report's HTML for a version's ``summary`` (``ShardStore.summary``), ``stats``
-    (:func:`steplabel.storage.inspection.version_stats`) and sample ``rows`` (dicts of ``step_labels`` rows)."""
+    (:func:`steplabel.storage.inspection.version_stats`) and sample ``rows`` (dicts of ``step_labels`` rows,
+    drawn with ``seed``)."""
     version = summary.get("version")
+    answers = stats["answers"]
     meta_rows = [
         ("dataset", summary.get("root")),
         ("version", f"{version} (of {', '.join(summary.get('versions') or [])})"),
@@ -369,8 +448,11 @@ def render_report(
         ("runs", ", ".join(summary.get("run_ids") or [])),
         ("config hash", summary.get("config_hash")),
         ("code version", summary.get("code_version")),
-        ("solutions", _fmt(summary.get("solutions"))),
+        ("models", "; ".join(f"{role}: {', '.join(names)}" for role, names in stats["models"].items() if names)),
+        ("solutions", f"{_fmt(summary.get('solutions'))} of {_fmt(stats['problems']['problems'])} problems"),
         ("steps", _fmt(summary.get("steps"))),
+        ("final-answer accuracy", f"{_fmt(answers['accuracy'], 3)} ({_fmt(answers['correct'])} of "
+                                  f"{_fmt(answers['graded'])} graded)"),
         ("rejects", _fmt(summary.get("rejects"))),
         ("rollouts / tokens", f"{_fmt(summary.get('rollouts'))} / {_fmt(summary.get('tokens'))}"),
         ("labelers", ", ".join(f"{k}: {v:,}" for k, v in stats["labelers"].items())),
@@ -387,6 +469,7 @@ def render_report(
         if reject_rows else "<p>No rejects.</p>"
     )
     samples = "".join(_sample_html(row, open_=index < OPEN_SAMPLES) for index, row in enumerate(rows))
+    problems = len({row.get("problem_id") for row in rows})
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -397,26 +480,36 @@ def render_report(
         f'<div class="meta">generated {_e(generated)}</div>'
         f'<table class="meta-table">{meta}</table>'
         f'<details><summary>config</summary><pre>{_e(config_json)}</pre></details>'
+        '<section id="verification" class="verification"><h2>Tool verification</h2>'
+        f'{_verification_figure(stats["verification"])}'
+        "<h3>Refuted steps the labeler called good (examples)</h3>"
+        f"{_conflicts_table(stats['verification'])}</section>"
         f'<section class="charts">{"".join(_charts(stats))}</section>'
         f"<h2 style=\"margin-top:20px\">Rejects by stage and reason</h2>{rejects}"
-        "<h2>Refuted steps the labeler called good (examples)</h2>"
-        f"{_conflicts_table(stats['verification'])}"
-        f'<section id="samples"><h2>Samples (first {len(rows)} solutions)</h2>'
+        f"{_reject_examples(stats['retention'])}"
+        f'<section id="samples"><h2>Samples: {len(rows)} solutions from {problems} problems (seed {seed})</h2>'
+        '<p class="meta">A seeded random sample that spreads over problems: problems are visited in a random '
+        "order and each gives one solution per round. <code>steplabel report --seed N</code> draws another.</p>"
         '<div class="controls"><input type="search" id="filter" placeholder="filter by text (id, prompt, steps)"> '
         '<label><input type="checkbox" id="only-bad"> only with an error</label> '
         '<label><input type="checkbox" id="only-disagree"> only judge disagreements</label> '
+        '<label><input type="checkbox" id="only-tool"> only tool/MC disagreements</label> '
         '<span id="shown"></span></div>'
         f"{samples}</section>"
         f"<script>{_JS}</script></body></html>\n"
     )
 
 
-def write_report(store: Any, version: str | None, out_path: str | Path, samples: int = 50) -> Path:
+def write_report(
+    store: Any, version: str | None, out_path: str | Path, samples: int = 50, seed: int = 0
+) -> Path:
     """Write the HTML report of ``version`` (default latest) of ``store`` to ``out_path``; return the path.
+    ``samples`` solutions are drawn with ``seed``, spread over problems.
 
     Raises :class:`steplabel.storage.store.StoreError` for a store without that version."""
     from steplabel.storage.inspection import version_stats
     from steplabel.storage.schema import STEP_LABELS
+    from steplabel.storage.selection import sample_rows
 
     summary = store.summary(version)
     if summary["version"] is None:
@@ -425,8 +518,8 @@ def write_report(store: Any, version: str | None, out_path: str | Path, samples:
         raise StoreError(f"no committed version in store {store.root}")
     name = summary["version"]
     stats = version_stats(store, name)
-    rows = store.scan(STEP_LABELS, name).head(max(int(samples), 0)).collect().to_dicts() if samples else []
-    page = render_report(summary, stats, rows, config=store.manifest(name).config)
+    rows = sample_rows(store.scan(STEP_LABELS, name), max(int(samples), 0), seed).to_dicts()
+    page = render_report(summary, stats, rows, config=store.manifest(name).config, seed=seed)
     out = Path(out_path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,15 @@
-"""Inspection of a committed version: statistics, row filters and version diffs (pure polars, no CLI).
+"""The one home of the statistics of a committed version (pure polars, no CLI).
 
-Used by ``steplabel inspect`` (:mod:`steplabel.cli.inspect_cmd`) and ``steplabel report``
-(:mod:`steplabel.storage.html_report`); usable directly from Python::
+``steplabel run`` (its summary), ``steplabel inspect``, ``steplabel report`` and the dataset card of
+``steplabel publish`` all print what :func:`version_stats` computes; nothing else recomputes it. Which
+rows to look at (filters, a seeded sample, diffs) is in :mod:`steplabel.storage.selection`::
 
     from steplabel.storage.store import ShardStore
-    from steplabel.storage.inspection import version_stats, filter_rows, diff_versions
+    from steplabel.storage.inspection import version_stats
 
     store = ShardStore("steplabel-data")
-    stats = version_stats(store)                                   # latest version
-    bad_first = filter_rows(store.scan(), where="first_error = 0 AND NOT final_correct").collect()
-    delta = diff_versions(store, "v1", "v2")
-
-``where`` is a **SQL expression** (polars' ``pl.sql_expr``: ``=``, ``<>``, ``AND``/``OR``/``NOT``, ``IN``,
-``LIKE``, ``IS NULL``, functions such as ``array_length``); it is parsed, never evaluated as Python.
+    stats = version_stats(store)                        # latest version
+    mine = version_stats(store, "v3", run_id="run-1")   # what one run contributed to v3
 """
 
 from __future__ import annotations
@@ -23,44 +20,28 @@ import polars as pl
 
 from steplabel.storage.schema import REJECTS, STEP_LABELS
 
-__all__ = [
-    "MC_BINS",
-    "STAGE_ORDER",
-    "InspectionError",
-    "diff_versions",
-    "filter_rows",
-    "parse_where",
-    "verification_stats",
-    "version_stats",
-]
+__all__ = ["MC_BINS", "PASS_RATE_BINS", "STAGE_ORDER", "verification_stats", "version_stats"]
 
 #: number of equal-width bins over [0, 1] of the MC score histogram (the last bin includes 1.0)
 MC_BINS = 10
+#: per-problem pass-rate buckets: (name, low, high), low inclusive, high exclusive except for "100%"
+PASS_RATE_BINS = (("0%", 0.0, 1e-9), ("1-24%", 1e-9, 0.25), ("25-49%", 0.25, 0.5), ("50-74%", 0.5, 0.75),
+                  ("75-99%", 0.75, 1.0 - 1e-9), ("100%", 1.0 - 1e-9, 2.0))
 #: pipeline order of the ``rejects.stage`` values (unknown stages are listed after these, sorted)
 STAGE_ORDER = ("source", "sampling", "labeling", "verification", "judge")
-#: how many example ids ``diff_versions`` lists per category
-DIFF_EXAMPLES = 20
-#: how many tool/labeler conflicts ``verification_stats`` lists as examples
+#: how many tool/labeler conflicts ``verification_stats`` and rejected items ``version_stats`` list
 CONFLICT_EXAMPLES = 10
+#: characters of a reject's ``detail`` kept in the examples
+DETAIL_CHARS = 200
 
 _STREAMING = "streaming"
 
 
-class InspectionError(ValueError):
-    """A bad filter (unparseable ``where``, unknown column) or an unusable argument; one-line message."""
-
-
 def _collect_all(frames: list[pl.LazyFrame]) -> list[pl.DataFrame]:
     """Collect several queries together with the streaming engine (bounded memory on big versions)."""
-    try:
-        return pl.collect_all(frames, engine=_STREAMING)
-    except TypeError:  # pragma: no cover - polars without the ``engine`` argument
-        return pl.collect_all(frames)
+    return pl.collect_all(frames, engine=_STREAMING)
 
 
-# --------------------------------------------------------------------------------------------------------
-# statistics
-# --------------------------------------------------------------------------------------------------------
 def _mc_bin_edges() -> list[list[float]]:
     return [[round(i / MC_BINS, 10), round((i + 1) / MC_BINS, 10)] for i in range(MC_BINS)]
 
@@ -70,30 +51,43 @@ def _ordered_stages(stages: set[str]) -> list[str]:
     return known + sorted(stages - set(STAGE_ORDER))
 
 
-def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
-    """Statistics of one version (default: latest) computed from the data (streaming polars scans).
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def version_stats(store: Any, version: str | None = None, *, run_id: str | None = None) -> dict[str, Any]:
+    """Statistics of one version (default: latest) computed from the data (streaming polars scans);
+    with ``run_id``, of the rows and rejects that run contributed to the version.
 
     Returns a JSON-serialisable dict (histogram keys are ints in Python, strings once dumped to JSON)::
 
-        version, solutions, steps (= total length of the labels lists)
+        version, run_id, solutions, steps (= total length of the labels lists)
         label_balance:   {positive, negative, unlabelled (null label entries), steps, positive_fraction}
         first_error:     {index -> solutions}, -1 = no error (sorted by index)
+        steps_per_solution: {histogram: {steps -> solutions}, mean}
         mc_scores:       {bins: [[lo, hi], ...10], counts: [...10], total, nulls, mean}
                          (every step's MC score; bin i is [i/10, (i+1)/10), the last one includes 1.0)
+        mc_by_step:      {step index -> {steps, mc_mean, positive_fraction}}: MC and labels by position
+        answers:         {graded, correct, accuracy, ungraded, by_grader_layer: {layer: {solutions, correct}}}
+                         final-answer accuracy of the policy's solutions (accuracy = correct / graded)
+        problems:        {problems, solutions_per_problem, mean_pass_rate, pass_rate_histogram: {bucket -> n}}
+                         pass rate of a problem = its correct solutions / its solutions (ungraded = wrong)
+        models:          {policy, completer, judge}: the distinct model names in the rows
         retention:       {sampled, labelled, rejected_total, rejected: {stage: {reason: n}},
-                          rejected_by_stage: {stage: n}, retention}
+                          rejected_by_stage: {stage: n}, retention, examples: [first 10 rejects:
+                          item_id, stage, reason, detail]}
                          sampled = labelled solutions + rejected items; retention = labelled / sampled
-        judge_agreement: {judged, agree, judge_earlier, judge_later, fraction}
-                         over rows with a non-null judge_first_error; fraction = agree / judged
-                         (None when no row was judged); earlier/later: judge's index vs MC first_error,
-                         with -1 (no error) counting as "after every step"
-        cost:            {rollouts, tokens, rollouts_labelled, tokens_labelled, rollouts_rejected,
-                          tokens_rejected, rollouts_per_label, tokens_per_label,
-                          rollouts_per_solution, tokens_per_solution,
-                          by_labeler: {labeler: {solutions, steps, rollouts, tokens, rollouts_per_label,
-                                                 tokens_per_label}}}
-                         totals include what was spent on rejected items; "per label" = per labelled step;
-                         by_labeler counts labelled rows only (rejects carry no labeler)
+        judge_agreement: {judged, agree, judge_earlier, judge_later, fraction, consensus_kept, judged_out,
+                          consensus_retention}
+                         over rows with a non-null judge_first_error; fraction = agree / judged; earlier /
+                         later: judge's index vs MC first_error (-1 counts as "after every step");
+                         consensus_retention = rows kept by consensus / (those + judge-stage rejects)
+        cost:            {rollouts, tokens (all spent, rejects included), rollouts_labelled, tokens_labelled,
+                          rollouts_rejected, tokens_rejected, rollouts_per_label, tokens_per_label (all spent
+                          per labelled step), rollouts_per_solution, tokens_per_solution,
+                          by_labeler: {labeler: {solutions, steps, rollouts, tokens, rollouts_per_step,
+                                                 tokens_per_step}}}
+                         by_labeler counts labelled rows only (rejects carry no labeler), hence its own names
         labelers:        {labeler -> solutions}
         verification:    :func:`verification_stats` (tool verdicts vs labels, good_but_refuted, conflicts)
     """
@@ -101,6 +95,9 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
     name = manifest.version
     labels = store.scan(STEP_LABELS, name)
     rejects = store.scan(REJECTS, name)
+    if run_id is not None:
+        labels = labels.filter(pl.col("run_id") == run_id)
+        rejects = rejects.filter(pl.col("run_id") == run_id)
 
     flat_labels = pl.col("labels").list.eval(pl.element().cast(pl.Int64))
     # judge's first error vs MC's, with -1 = "no error" mapped after every step for the ordering
@@ -120,8 +117,10 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
         agree=(judged & (pl.col("judge_first_error") == pl.col("first_error"))).sum(),
         judge_earlier=(judged & (judge_pos < mc_pos)).sum(),
         judge_later=(judged & (judge_pos > mc_pos)).sum(),
+        consensus_kept=pl.col("consensus").fill_null(False).sum(),
     )
     first_error_q = labels.group_by("first_error").agg(n=pl.len())
+    length_q = labels.group_by(length=pl.col("labels").list.len().fill_null(0)).agg(n=pl.len())
     labeler_q = labels.group_by("labeler").agg(
         n=pl.len(),
         steps=pl.col("labels").list.len().sum(),
@@ -140,29 +139,63 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
         .group_by("bin")
         .agg(n=pl.len(), total=pl.col("mc").sum())
     )
+    positions = pl.int_ranges(pl.col("labels").list.len())
+    by_step_q = (
+        labels.filter(pl.col("labels").list.len() > 0)
+        .select(
+            step=positions,
+            label=pl.col("labels"),
+            mc=pl.col("mc_scores").fill_null(pl.lit([], dtype=pl.List(pl.Float32)))
+            .list.gather(positions, null_on_oob=True),
+        )
+        .explode("step", "label", "mc")
+        .group_by("step")
+        .agg(n=pl.len(), mc_mean=pl.col("mc").cast(pl.Float64).mean(), positive=pl.col("label").cast(pl.Int64).sum(),
+             labelled=pl.col("label").is_not_null().sum())
+        .sort("step")
+    )
+    answers_q = labels.group_by("grader_layer").agg(
+        n=pl.len(), graded=pl.col("final_correct").is_not_null().sum(), correct=pl.col("final_correct").sum()
+    )
+    problems_q = (
+        labels.group_by("problem_id")
+        .agg(n=pl.len(), correct=pl.col("final_correct").fill_null(False).sum())
+        .select(rate=pl.col("correct") / pl.col("n"))
+    )
+    models_q = labels.select(
+        *(pl.col(f"{role}_model").drop_nulls().unique().sort().implode().alias(role)
+          for role in ("policy", "completer", "judge"))
+    )
     rejects_q = rejects.group_by("stage", "reason").agg(
         n=pl.len(),
         rollouts=pl.col("rollouts_used").cast(pl.Int64).sum(),
         tokens=pl.col("tokens_generated").cast(pl.Int64).sum(),
     )
-    totals, first_errors, labelers, mc_bins, rej = _collect_all(
-        [totals_q, first_error_q, labeler_q, mc_q, rejects_q]
+    reject_examples_q = rejects.head(CONFLICT_EXAMPLES).select(
+        "item_id", "stage", "reason", detail=pl.col("detail").str.slice(0, DETAIL_CHARS)
+    )
+    (totals, first_errors, lengths, labelers, mc_bins, by_step, answers, problems, models, rej,
+     reject_examples) = _collect_all(
+        [totals_q, first_error_q, length_q, labeler_q, mc_q, by_step_q, answers_q, problems_q, models_q,
+         rejects_q, reject_examples_q]
     )
     t = {k: int(v or 0) for k, v in totals.row(0, named=True).items()}
 
     positive = t["positive"]
-    negative = t["nonnull_labels"] - positive
     label_balance = {
         "positive": positive,
-        "negative": negative,
+        "negative": t["nonnull_labels"] - positive,
         "unlabelled": t["steps"] - t["nonnull_labels"],  # null entries in labels
         "steps": t["steps"],
-        "positive_fraction": (positive / t["nonnull_labels"]) if t["nonnull_labels"] else None,
+        "positive_fraction": _ratio(positive, t["nonnull_labels"]),
     }
-
     first_error = {
         (int(k) if k is not None else None): int(n)
         for k, n in sorted(first_errors.iter_rows(), key=lambda kv: (kv[0] is None, kv[0] if kv[0] is not None else 0))
+    }
+    steps_per_solution = {
+        "histogram": {int(k): int(n) for k, n in sorted(lengths.iter_rows())},
+        "mean": _ratio(t["steps"], t["solutions"]),
     }
 
     counts = [0] * MC_BINS
@@ -175,25 +208,42 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
             counts[int(b)] += int(n)
             mc_sum += float(total or 0.0)
     mc_total = sum(counts)
-    mc_scores = {
-        "bins": _mc_bin_edges(),
-        "counts": counts,
-        "total": mc_total,
-        "nulls": nulls,
-        "mean": (mc_sum / mc_total) if mc_total else None,
+    mc_scores = {"bins": _mc_bin_edges(), "counts": counts, "total": mc_total, "nulls": nulls,
+                 "mean": _ratio(mc_sum, mc_total)}
+    mc_by_step = {
+        int(row["step"]): {"steps": int(row["n"]), "mc_mean": row["mc_mean"],
+                           "positive_fraction": _ratio(int(row["positive"]), int(row["labelled"]))}
+        for row in by_step.iter_rows(named=True)
+    }
+
+    graded = int(answers["graded"].sum() or 0)
+    correct = int(answers["correct"].sum() or 0)
+    answer_stats = {
+        "graded": graded,
+        "correct": correct,
+        "accuracy": _ratio(correct, graded),
+        "ungraded": t["solutions"] - graded,
+        "by_grader_layer": {
+            str(row["grader_layer"]): {"solutions": int(row["n"]), "correct": int(row["correct"] or 0)}
+            for row in sorted(answers.iter_rows(named=True), key=lambda r: (-r["n"], str(r["grader_layer"])))
+        },
+    }
+    rates = problems["rate"]
+    problem_stats = {
+        "problems": problems.height,
+        "solutions_per_problem": _ratio(t["solutions"], problems.height),
+        "mean_pass_rate": float(rates.mean()) if problems.height else None,
+        "pass_rate_histogram": {name: int(((rates >= lo) & (rates < hi)).sum()) for name, lo, hi in PASS_RATE_BINS},
     }
 
     rejected: dict[str, dict[str, int]] = {}
     by_stage: dict[str, int] = {}
-    rej_rollouts = rej_tokens = 0
-    stages = {str(s) for s in rej["stage"].to_list()}
-    for stage in _ordered_stages(stages):
+    for stage in _ordered_stages({str(s) for s in rej["stage"].to_list()}):
         part = rej.filter(pl.col("stage") == stage).sort("reason")
         rejected[stage] = {str(r): int(n) for r, n in zip(part["reason"], part["n"])}
         by_stage[stage] = int(part["n"].sum())
-    for row in rej.iter_rows(named=True):
-        rej_rollouts += int(row["rollouts"] or 0)
-        rej_tokens += int(row["tokens"] or 0)
+    rej_rollouts = int(rej["rollouts"].sum() or 0)
+    rej_tokens = int(rej["tokens"].sum() or 0)
     rejected_total = sum(by_stage.values())
     sampled = t["solutions"] + rejected_total
     retention = {
@@ -202,20 +252,26 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
         "rejected_total": rejected_total,
         "rejected": rejected,
         "rejected_by_stage": by_stage,
-        "retention": (t["solutions"] / sampled) if sampled else None,
+        "retention": _ratio(t["solutions"], sampled),
+        "examples": reject_examples.to_dicts(),
     }
 
+    judged_out = by_stage.get("judge", 0)
     judge = {
         "judged": t["judged"],
         "agree": t["agree"],
         "judge_earlier": t["judge_earlier"],
         "judge_later": t["judge_later"],
-        "fraction": (t["agree"] / t["judged"]) if t["judged"] else None,
+        "fraction": _ratio(t["agree"], t["judged"]),
+        "consensus_kept": t["consensus_kept"],
+        "judged_out": judged_out,
+        "consensus_retention": _ratio(t["consensus_kept"], t["consensus_kept"] + judged_out),
     }
 
     rollouts = t["rollouts"] + rej_rollouts
     tokens = t["tokens"] + rej_tokens
     steps = t["steps"]
+    by_labeler = sorted(labelers.iter_rows(named=True), key=lambda r: str(r["labeler"]))
     cost = {
         "rollouts": rollouts,
         "tokens": tokens,
@@ -223,31 +279,36 @@ def version_stats(store: Any, version: str | None = None) -> dict[str, Any]:
         "tokens_labelled": t["tokens"],
         "rollouts_rejected": rej_rollouts,
         "tokens_rejected": rej_tokens,
-        "rollouts_per_label": (rollouts / steps) if steps else None,
-        "tokens_per_label": (tokens / steps) if steps else None,
-        "rollouts_per_solution": (rollouts / t["solutions"]) if t["solutions"] else None,
-        "tokens_per_solution": (tokens / t["solutions"]) if t["solutions"] else None,
-        "by_labeler": {},
+        "rollouts_per_label": _ratio(rollouts, steps),
+        "tokens_per_label": _ratio(tokens, steps),
+        "rollouts_per_solution": _ratio(rollouts, t["solutions"]),
+        "tokens_per_solution": _ratio(tokens, t["solutions"]),
+        "by_labeler": {
+            str(row["labeler"]): {
+                "solutions": int(row["n"]),
+                "steps": int(row["steps"] or 0),
+                "rollouts": int(row["rollouts"] or 0),
+                "tokens": int(row["tokens"] or 0),
+                "rollouts_per_step": _ratio(int(row["rollouts"] or 0), int(row["steps"] or 0)),
+                "tokens_per_step": _ratio(int(row["tokens"] or 0), int(row["steps"] or 0)),
+            }
+            for row in by_labeler
+        },
     }
-    by_labeler = sorted(labelers.iter_rows(named=True), key=lambda r: str(r["labeler"]))
-    for row in by_labeler:
-        n_steps = int(row["steps"] or 0)
-        cost["by_labeler"][str(row["labeler"])] = {
-            "solutions": int(row["n"]),
-            "steps": n_steps,
-            "rollouts": int(row["rollouts"] or 0),
-            "tokens": int(row["tokens"] or 0),
-            "rollouts_per_label": (int(row["rollouts"] or 0) / n_steps) if n_steps else None,
-            "tokens_per_label": (int(row["tokens"] or 0) / n_steps) if n_steps else None,
-        }
 
     return {
         "version": name,
+        "run_id": run_id,
         "solutions": t["solutions"],
         "steps": steps,
         "label_balance": label_balance,
         "first_error": first_error,
+        "steps_per_solution": steps_per_solution,
         "mc_scores": mc_scores,
+        "mc_by_step": mc_by_step,
+        "answers": answer_stats,
+        "problems": problem_stats,
+        "models": models.row(0, named=True),
         "retention": retention,
         "judge_agreement": judge,
         "cost": cost,
@@ -352,149 +413,4 @@ def verification_stats(labels: pl.LazyFrame) -> dict[str, Any]:
         },
         "relabelled_steps": t["relabelled"],
         "relabelled_solutions": t["relabelled_solutions"],
-    }
-
-
-# --------------------------------------------------------------------------------------------------------
-# filters
-# --------------------------------------------------------------------------------------------------------
-def parse_where(where: str, columns: list[str] | None = None) -> pl.Expr:
-    """Parse a SQL boolean expression (``pl.sql_expr``) into a polars expression, checking that every
-    column it names exists (when ``columns`` is given). Raises :class:`InspectionError` with one line."""
-    text = where.strip()
-    if not text:
-        raise InspectionError("--where is empty (expected a SQL expression, e.g. \"first_error = 0 AND final_correct\")")
-    try:
-        expr = pl.sql_expr(text)
-    except Exception as error:  # polars raises SQLInterfaceError / SQLSyntaxError / ComputeError
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InspectionError(
-            f"--where {where!r} is not a valid SQL expression: {message} "
-            "(example: \"first_error = 0 AND NOT final_correct\")"
-        ) from None
-    if columns is not None:
-        try:
-            names = expr.meta.root_names()
-        except Exception:  # pragma: no cover - defensive: meta on unusual expressions
-            names = []
-        unknown = [n for n in names if n not in columns]
-        if unknown:
-            raise InspectionError(
-                f"--where {where!r}: unknown column(s) {', '.join(unknown)}; columns: {', '.join(columns)}"
-            )
-    return expr
-
-
-def filter_rows(
-    lf: pl.LazyFrame,
-    where: str | None = None,
-    first_error: int | None = None,
-    labeler: str | None = None,
-    disagree: bool = False,
-) -> pl.LazyFrame:
-    """``lf`` (a ``step_labels`` scan) restricted to the rows matching every given filter.
-
-    * ``where``: a SQL boolean expression over the columns (``pl.sql_expr``; never ``eval``-ed), e.g.
-      ``"first_error = 0 AND final_correct"``, ``"labeler IN ('omegaprm', 'hard_mc')"``,
-      ``"array_length(completions) > 5"``; a bad expression or unknown column raises
-      :class:`InspectionError` here, before any data is read.
-    * ``first_error``: exact first-error index (-1 = solutions with no error).
-    * ``labeler``: exact labeler name.
-    * ``disagree``: only rows the judge labelled differently (``judge_first_error`` not null and
-      != ``first_error``).
-    """
-    columns = lf.collect_schema().names()
-    if where is not None:
-        expr = parse_where(where, columns)
-        lf = lf.filter(expr)
-    if first_error is not None:
-        lf = lf.filter(pl.col("first_error") == int(first_error))
-    if labeler is not None:
-        lf = lf.filter(pl.col("labeler") == labeler)
-    if disagree:
-        lf = lf.filter(
-            pl.col("judge_first_error").is_not_null() & (pl.col("judge_first_error") != pl.col("first_error"))
-        )
-    return lf
-
-
-# --------------------------------------------------------------------------------------------------------
-# diff
-# --------------------------------------------------------------------------------------------------------
-_DELTA_KEYS = ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens")
-
-
-def diff_versions(store: Any, va: str, vb: str) -> dict[str, Any]:
-    """What changed from version ``va`` to ``vb`` (order matters: "added" = in vb, not in va).
-
-    Returns::
-
-        from, to
-        shards:    {added: [shard_id...], removed: [...], common: n}
-        solutions: {added, removed, changed, common (counts), added_ids, removed_ids, changed_ids
-                    (first 20 of each, sorted)}
-                   matched by solution_id; "changed" = same solution_id, different labels or first_error
-        stats:     {key: {from, to, delta}} for solutions, steps, positive_steps, negative_steps, rejects,
-                   rollouts, tokens and label_balance (manifest statistics)
-        config_changed: whether the two versions' config hashes differ
-    """
-    ma, mb = store.manifest(va), store.manifest(vb)
-    shards_a, shards_b = set(ma.shards), set(mb.shards)
-
-    def ids(version: str) -> pl.LazyFrame:
-        return (
-            store.scan(STEP_LABELS, version)
-            .select("solution_id", "labels", "first_error")
-            .unique(subset="solution_id", keep="first", maintain_order=True)
-        )
-
-    a, b = ids(ma.version), ids(mb.version)
-    added_q = b.join(a, on="solution_id", how="anti").select("solution_id").sort("solution_id")
-    removed_q = a.join(b, on="solution_id", how="anti").select("solution_id").sort("solution_id")
-    joined = a.join(b, on="solution_id", how="inner", suffix="_b")
-    changed_q = (
-        joined.filter(
-            pl.col("labels").ne_missing(pl.col("labels_b"))
-            | pl.col("first_error").ne_missing(pl.col("first_error_b"))
-        )
-        .select("solution_id")
-        .sort("solution_id")
-    )
-    common_q = joined.select(n=pl.len())
-    added, removed, changed, common = _collect_all([added_q, removed_q, changed_q, common_q])
-
-    def _stat(m: Any, key: str) -> Any:
-        value = m.stats.get(key)
-        if key == "label_balance" and value is None:
-            steps = m.stats.get("steps") or 0
-            return (m.stats.get("positive_steps", 0) / steps) if steps else None
-        return value if value is not None else 0
-
-    stats: dict[str, Any] = {}
-    for key in (*_DELTA_KEYS, "label_balance"):
-        x, y = _stat(ma, key), _stat(mb, key)
-        stats[key] = {"from": x, "to": y, "delta": (y - x) if x is not None and y is not None else None}
-
-    def _ids(frame: pl.DataFrame) -> list[str]:
-        return [str(s) for s in frame["solution_id"].head(DIFF_EXAMPLES).to_list()]
-
-    return {
-        "from": ma.version,
-        "to": mb.version,
-        "shards": {
-            "added": sorted(shards_b - shards_a),
-            "removed": sorted(shards_a - shards_b),
-            "common": len(shards_a & shards_b),
-        },
-        "solutions": {
-            "added": added.height,
-            "removed": removed.height,
-            "changed": changed.height,
-            "common": int(common["n"][0]),
-            "added_ids": _ids(added),
-            "removed_ids": _ids(removed),
-            "changed_ids": _ids(changed),
-        },
-        "stats": stats,
-        "config_changed": ma.config_hash != mb.config_hash,
     }

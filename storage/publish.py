@@ -1,4 +1,4 @@
-"""Publish one store version to the Hugging Face Hub as ONE commit plus a tag (DESIGN.md section 9).
+"""Publish one store version to the Hugging Face Hub as ONE commit plus a tag.
 
 The commit holds, for version ``vN`` of the store:
 
@@ -7,9 +7,12 @@ The commit holds, for version ``vN`` of the store:
   records as the JSONL export, as nested columns): ``datasets`` and the Hub viewer read all configs of a
   repo with one builder, inferred from the first config's files, so a JSONL config beside Parquet ones
   fails to load;
-* ``README.md``, the dataset card: YAML front matter (``configs``, ``license``, ``task_categories``, ``tags``,
-  ``size_categories``) and a body with the provenance (models, labelers, run config, code version), counts
-  and label statistics;
+* ``README.md``, the dataset card (``huggingface_hub.DatasetCard``): YAML front matter (``configs``,
+  ``license`` with ``license_name``/``license_link`` for ``other``, ``language``, ``pretty_name``,
+  ``task_categories``, ``tags``, ``size_categories``) and a body: the source problems, the models and
+  labeler, the statistics of :func:`steplabel.storage.inspection.version_stats`, tool verification, every
+  config's columns (with ``soft_labels`` when the labeler ran in a soft mode), limitations, citation and the
+  redacted run config;
 * ``manifest.json``, the version's manifest.
 
 Then the tag ``vN`` is created on that commit. Secrets: the token is resolved by ``huggingface_hub`` itself
@@ -30,19 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from steplabel.storage.exporters import (
     DEFAULT_FORMAT,
     FORMATS,
-    OPENR_STEP_TAG,
     export_version,
+    format_description,
     parse_split_ratio,
 )
-from steplabel.storage.inspection import verification_stats
+from steplabel.storage.inspection import version_stats
 
-__all__ = ["PublishResult", "build_card", "data_stats", "plan_files", "publish", "redact_config"]
+__all__ = ["CardOptions", "PublishResult", "build_card", "card_options", "plan_files", "publish", "redact_config"]
 
 CARD = "README.md"
 MANIFEST = "manifest.json"
@@ -109,6 +112,107 @@ def _as_dict(manifest: Any) -> dict[str, Any]:
     return dict(manifest)
 
 
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")
+
+
+class CardOptions(BaseModel):
+    """What the publisher says about the data (the rest of the card comes from the version itself).
+
+    ``license`` is a Hub license id (``apache-2.0``, ``cc-by-4.0``, ``mit`` ...); ``other`` means a license
+    the Hub does not list, named by ``license_name`` and linked by ``license_link`` (both only with
+    ``other``). The problems' own license binds the data too: the card says where they came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    license: str = DEFAULT_LICENSE
+    license_name: str | None = None
+    license_link: str | None = None
+    pretty_name: str | None = None
+    language: tuple[str, ...] = ("en",)
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str) -> str:
+        if not _LICENSE_ID.match(value):
+            raise ValueError(f"--license {value!r} is not a Hub license id (e.g. apache-2.0, cc-by-4.0, mit, other)")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not _LANGUAGE.match(v)]
+        if bad or not value:
+            raise ValueError(f"--language {', '.join(bad) or '(none)'}: expected ISO 639 codes such as en, fr")
+        return value
+
+    @model_validator(mode="after")
+    def _other_only(self) -> CardOptions:
+        if self.license != "other" and (self.license_name or self.license_link):
+            raise ValueError("--license-name and --license-link describe --license other; drop them or use "
+                             "--license other")
+        return self
+
+
+def card_options(**values: Any) -> CardOptions:
+    """:class:`CardOptions` from the publish options (None = default); a bad value is a one-line ValueError."""
+    from pydantic import ValidationError
+
+    try:
+        return CardOptions(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as error:
+        raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())) from None
+
+
+#: what each labeler's labels mean, and the paper to cite for the method
+_LABELERS = {
+    "math_shepherd": ("Math-Shepherd", "a step is good when at least one of k completions from it reaches the "
+                      "reference answer (hard) or by the share that does (soft)",
+                      "Wang et al., Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human "
+                      "Annotations, ACL 2024"),
+    "omegaprm": ("OmegaPRM", "Monte-Carlo estimates found by a binary search (or tree search) for the first "
+                 "step from which no completion reaches the reference answer",
+                 "Luo et al., Improve Mathematical Reasoning in Language Models by Automated Process "
+                 "Supervision, arXiv:2406.06592"),
+    "scan": ("SCAN", "self-confidence-filtered Monte-Carlo scan to the first step whose completions never "
+             "succeed", "Ding et al., 2025, arXiv:2509.16548"),
+    "rpe": ("RPE", "relative progress estimation: a step's MC value relative to the previous one",
+            "Zhao et al., GenPRM, arXiv:2504.00891"),
+}
+
+#: the columns of the exported configs (other columns are listed with their type only)
+_COLUMNS = {
+    "prompt": "the problem statement, as given to the policy",
+    "completions": "the solution's steps, in order, without separators",
+    "labels": "one boolean per step: true = the step is good (see Labels below)",
+    "soft_labels": "one float per step: the labeler's soft target, the Monte-Carlo estimate that a completion "
+                   "from this step reaches the reference answer (SCAN: min(c/SC, 1); RPE: min(ratio, 1)); "
+                   "train on it with a soft-target loss, TRL's PRMTrainer reads only `labels`",
+    "input": "the problem and its steps, each step followed by the step tag",
+    "label": "the same text with each step tag replaced by its label",
+    "task": "the task name",
+    "question": "the problem",
+    "process": "the steps, each followed by the step tag",
+}
+
+
+def _source(config: dict[str, Any]) -> str:
+    """Where the problems came from, from the run config's ``source``."""
+    src = config.get("source") or {}
+    kind = src.get("kind", "builtin")
+    if kind == "builtin":
+        return (f"steplabel's built-in generator of multi-step arithmetic word problems with exact answers "
+                f"(seed {src.get('seed', 0)}); no third-party text.")
+    if kind == "hf":
+        name = src.get("dataset") + (f" ({src['subset']})" if src.get("subset") else "")
+        return (f"the Hugging Face dataset `{name}`, split `{src.get('split', 'train')}`"
+                + (f", first {src['limit']} problems" if src.get("limit") else "")
+                + ". Its license and terms apply to the problem texts and reference answers.")
+    return (f"the local file `{Path(str(src.get('path', '?'))).name}`"
+            + (f", first {src['limit']} problems" if src.get("limit") else "")
+            + ". Check the license of the original problems before publishing.")
+
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -116,67 +220,28 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "n>10M"
 
 
-def data_stats(df: pl.DataFrame) -> dict[str, Any]:
-    """What the card reports from the data itself: models, labelers, problems, first-error positions and,
-    when the rows carry tool verdicts, :func:`steplabel.storage.inspection.verification_stats`."""
-
-    def distinct(col: str) -> list[str]:
-        if col not in df.columns:
-            return []
-        return sorted(str(v) for v in df.get_column(col).drop_nulls().unique().to_list())
-
-    out: dict[str, Any] = {
-        "policy_models": distinct("policy_model"),
-        "completer_models": distinct("completer_model"),
-        "judge_models": distinct("judge_model"),
-        "labelers": distinct("labeler"),
-        "problems": df.get_column("problem_id").n_unique() if "problem_id" in df.columns else None,
-        "solutions": df.height,
-    }
-    if "tool_verdicts" in df.columns:
-        out["verification"] = verification_stats(df.lazy())
-    if "first_error" in df.columns and df.height:
-        fe = df.get_column("first_error").fill_null(-1)
-        out["solutions_without_error"] = int((fe < 0).sum())
-        counts = fe.filter(fe >= 0).value_counts(sort=False)
-        out["first_error_histogram"] = {
-            int(k): int(v) for k, v in sorted(zip(counts[:, 0].to_list(), counts[:, 1].to_list()))
-        }
-    return out
-
-
-_FORMAT_DOCS = {
-    "trl": "TRL stepwise supervision (`trl.experimental.prm.PRMTrainer`): `prompt: string`, "
-    "`completions: list<string>` (the steps, no separators), `labels: list<bool>`.",
-    "math-shepherd": "Math-Shepherd (`peiyi9979/Math-Shepherd`): `input` = question + ' ' + the steps "
-    "(`Step k: ...`), each followed by ` ки`, joined by newlines; `label` = the same text with `ки` replaced "
-    "by `+` / `-`; `task`.",
-    "prm800k": "PRM800K-like records (`openai/prm800k` JSONL lines, stored as Parquet here): one row per solution, `question: {problem, "
-    "ground_truth_answer}`, `label: {steps: [{completions: [{text, rating, flagged}], chosen_completion: 0}], "
-    "finish_reason}`; rating 1 = good, -1 = bad, 0 (neutral) only for steps the labeler left undecided; every "
-    "step is listed (steps after an error too).",
-    "openr": "openr (`preprocess` ConvertedItem): `question`, `process` = each step followed by the step tag "
-    f"{json.dumps(OPENR_STEP_TAG)}, joined by a space; `label: list<string>` of `+` / `-`.",
-}
-
-
 def build_card(
     manifest: Any,
     stats: dict[str, Any],
     formats: dict[str, dict[str, str]],
     *,
+    columns: dict[str, list[tuple[str, str]]] | None = None,
+    rows: dict[str, dict[str, int]] | None = None,
     repo_id: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    options: CardOptions = CardOptions(),
     split_ratio: str | None = None,
 ) -> str:
-    """The dataset card (README.md) of one version.
+    """The dataset card (README.md) of one version, built with ``huggingface_hub.DatasetCard``.
 
-    ``manifest``: the version's :class:`steplabel.storage.store.Manifest` (or its dict); ``stats``: :func:`data_stats`
-    of the version's rows, optionally with ``rows: {config: {split: n}}``; ``formats``: config name ->
-    split -> path in the repo. The TRL config is marked ``default: true``."""
+    ``manifest``: the version's :class:`steplabel.storage.store.Manifest` (or its dict); ``stats``:
+    :func:`steplabel.storage.inspection.version_stats` of the version; ``formats``: config name -> split ->
+    path in the repo; ``columns``: config name -> [(column, Arrow type)] as written; ``rows``: config name ->
+    split -> rows. The TRL config is marked ``default: true``."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     m = _as_dict(manifest)
     version = m.get("version") or "unversioned"
-    mstats = m.get("stats") or {}
+    config = m.get("config") or {}
     configs = []
     for name in sorted(formats, key=lambda n: (n != DEFAULT_FORMAT, FORMATS.index(n) if n in FORMATS else 99, n)):
         entry: dict[str, Any] = {"config_name": name}
@@ -184,69 +249,91 @@ def build_card(
             entry["default"] = True
         entry["data_files"] = [{"split": s, "path": p} for s, p in formats[name].items()]
         configs.append(entry)
-    front = {
-        "license": license,
-        "task_categories": TASK_CATEGORIES,
-        "tags": TAGS,
-        "size_categories": [_size_category(int(mstats.get("solutions") or stats.get("solutions") or 0))],
-        "configs": configs,
-    }
-    title = repo_id or "steplabel dataset"
+    pretty = options.pretty_name or (repo_id.split("/")[-1] if repo_id else "steplabel process-supervision data")
+    data = DatasetCardData(
+        language=list(options.language),
+        license=options.license,
+        license_name=options.license_name,
+        license_link=options.license_link,
+        pretty_name=pretty,
+        task_categories=TASK_CATEGORIES,
+        tags=TAGS,
+        size_categories=[_size_category(int(stats.get("solutions") or 0))],
+        configs=configs,
+    )
+    models = stats["models"]
 
-    def models(key: str) -> str:
-        return ", ".join(f"`{v}`" for v in stats.get(key) or []) or "none"
+    def names(values: list[str]) -> str:
+        return ", ".join(f"`{v}`" for v in values) or "none"
 
-    balance = mstats.get("label_balance")
+    labelers = list(stats["labelers"])
+    balance, answers, problems = stats["label_balance"], stats["answers"], stats["problems"]
     lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip("\n"),
-        "---",
+        f"# {pretty}",
         "",
-        f"# {title} ({version})",
+        f"Process-supervision (step-label) data for training process reward models (PRMs): {stats['solutions']:,} "
+        f"solutions to {problems['problems']:,} math problems, cut into {stats['steps']:,} steps, each step "
+        f"labelled good or bad. Generated by steplabel and published from version `{version}` of its shard "
+        f"store; the Hub tag `{version}` points at this commit.",
         "",
-        "Process-supervision (step-label) data for process reward models, generated by "
-        f"steplabel and published from version `{version}` of its shard store. "
-        f"The Hub tag `{version}` points at this commit.",
+        "## Source problems",
         "",
-        "## Provenance",
+        f"The problems are {_source(config)}",
         "",
-        f"- policy model(s): {models('policy_models')}",
-        f"- completer model(s): {models('completer_models')}",
-        f"- judge model(s): {models('judge_models')}",
-        f"- labeler(s): {models('labelers')}",
-        f"- code version: `{m.get('code_version')}`",
-        f"- config hash: `{m.get('config_hash')}`",
-        f"- runs: {', '.join(f'`{r}`' for r in m.get('run_ids') or []) or 'none'}",
-        f"- created: {m.get('created_at')}",
+        "## Models and labelling",
         "",
-        "## Counts and label statistics",
+        f"- policy model (wrote the solutions): {names(models['policy'])}",
+        f"- completer model (rolled out from each step): {names(models['completer'])}",
+        f"- judge model: {names(models['judge'])}",
+    ]
+    for labeler in labelers:
+        title, how, _ = _LABELERS.get(labeler, (labeler, "see the run config below", None))
+        lines.append(f"- labeler `{labeler}` ({title}, {stats['labelers'][labeler]:,} solutions): {how}")
+    lines += [
+        "- final answers graded against the reference by a layered grader (Math-Verify first); tool checks: "
+        "sympy on each step's arithmetic claims (and sandboxed model-written code where configured)",
+        f"- code version `{m.get('code_version')}`, config hash `{m.get('config_hash')}`, runs "
+        f"{', '.join(f'`{r}`' for r in m.get('run_ids') or []) or 'none'}, created {m.get('created_at')}",
+        "",
+        "## Statistics",
         "",
         "| statistic | value |",
         "|---|---|",
+        f"| solutions / problems | {stats['solutions']} / {problems['problems']} |",
+        f"| steps (mean per solution) | {stats['steps']} ({_fmt(stats['steps_per_solution']['mean'], 2)}) |",
+        f"| good / bad steps | {balance['positive']} / {balance['negative']} (good fraction "
+        f"{_fmt(balance['positive_fraction'], 4)}) |",
+        f"| final-answer accuracy of the policy | {_fmt(answers['accuracy'], 4)} ({answers['correct']} of "
+        f"{answers['graded']}) |",
+        f"| mean per-problem pass rate | {_fmt(problems['mean_pass_rate'], 4)} |",
+        f"| rejected items (not in the data) | {stats['retention']['rejected_total']} |",
+        f"| rollouts / generated tokens | {stats['cost']['rollouts']} / {stats['cost']['tokens']} |",
     ]
-    for key in ("solutions", "steps", "positive_steps", "negative_steps", "rejects", "rollouts", "tokens"):
-        lines.append(f"| {key} | {mstats.get(key, 0)} |")
-    lines.append(f"| label_balance (positive / steps) | {'n/a' if balance is None else f'{balance:.4f}'} |")
-    if stats.get("problems") is not None:
-        lines.append(f"| problems | {stats['problems']} |")
-    if "solutions_without_error" in stats:
-        lines.append(f"| solutions without an error | {stats['solutions_without_error']} |")
-    hist = stats.get("first_error_histogram") or {}
+    hist = {k: v for k, v in stats["first_error"].items() if k is not None and k >= 0}
     if hist:
         lines += ["", "First-error position (0-based step index) -> solutions: "
-                  + ", ".join(f"{k}: {v}" for k, v in hist.items())]
-    lines += _verification_section(stats.get("verification"))
-    lines += ["", "## Configs (formats)", ""]
-    rows = stats.get("rows") or {}
+                  + ", ".join(f"{k}: {v}" for k, v in hist.items())
+                  + f"; without an error: {stats['first_error'].get(-1, 0)}."]
+    lines += _verification_section(stats["verification"])
+    lines += ["", "## Configs and columns", ""]
     for entry in configs:
         name = entry["config_name"]
-        per_split = ", ".join(f"{s}: {n}" for s, n in (rows.get(name) or {}).items())
-        lines.append(f"- `{name}`{' (default)' if entry.get('default') else ''}: {_FORMAT_DOCS.get(name, '')}"
-                     + (f" Rows: {per_split}." if per_split else ""))
+        per_split = ", ".join(f"{s}: {n}" for s, n in ((rows or {}).get(name) or {}).items())
+        lines.append(f"### `{name}`{' (default)' if entry.get('default') else ''}")
+        lines += ["", format_description(name) + (f" Rows: {per_split}." if per_split else ""), ""]
+        for column, type_ in (columns or {}).get(name, []):
+            lines.append(f"- `{column}` ({type_})" + (f": {_COLUMNS[column]}" if column in _COLUMNS else ""))
+        lines.append("")
+    soft = any(column == "soft_labels" for cols in (columns or {}).values() for column, _ in cols)
     lines += [
+        "## Labels",
         "",
-        "Labels are hard booleans (soft Monte-Carlo scores are not part of these exports). Steps whose label is "
-        "undecided (null) count as bad in the binary formats and as neutral (rating 0) in PRM800K.",
+        "Labels are booleans in every config. A step's label is the labeler's, corrected by the tools: a step "
+        "sympy refuted, and every step after it, is bad. Steps the labeler left undecided (null) count as bad "
+        "in the binary configs and as neutral (rating 0) in PRM800K. "
+        + ("The `trl` config also carries `soft_labels`, the soft Monte-Carlo targets." if soft else
+           "Soft Monte-Carlo scores are not exported: this version's labeler ran with hard labels."),
+        "",
         f"Splits: {split_ratio or 'a single train split'}; problems are assigned to splits by a hash of "
         "their id, so no problem appears in two splits.",
         "",
@@ -255,14 +342,42 @@ def build_card(
         f"ds = load_dataset({json.dumps(repo_id or '<repo>')}, \"trl\", revision={json.dumps(version)})",
         "```",
         "",
+        "## Limitations",
+        "",
+        "- Monte-Carlo labels are estimates from a few rollouts: a step can be labelled good because a completion "
+        "guessed the answer, or bad because the completer is weak. They measure what the completer model can "
+        "finish, not whether the step is mathematically right.",
+        "- The policy's accuracy shapes the data: a weak policy gives mostly bad steps and few correct solutions.",
+        "- Tool checks cover explicit arithmetic claims only; a step with none is `unknown`, not verified.",
+        "- Correctness of the final answer depends on the grader's reading of the reference answer.",
+        "- No human reviewed these labels.",
+        "",
+        "## Citation",
+        "",
+        "If you use this data, cite the method behind its labels:",
+        "",
+    ]
+    lines += [f"- {_LABELERS[name][2]}" for name in labelers if name in _LABELERS] or ["- (custom labeler)"]
+    lines += [
+        "",
+        "and the data itself:",
+        "",
+        "```bibtex",
+        f"@misc{{{re.sub(r'[^A-Za-z0-9]+', '_', repo_id or 'steplabel')}_{version},",
+        f"  title = {{{{{pretty}}}}},",
+        "  note = {Process-supervision data generated with steplabel, version " + version + "},",
+        f"  howpublished = {{\\url{{https://huggingface.co/datasets/{repo_id or '<repo>'}}}}},",
+        "}",
+        "```",
+        "",
         "## Run config",
         "",
         "```yaml",
-        yaml.safe_dump(redact_config(m.get("config") or {}), sort_keys=False, allow_unicode=True).rstrip("\n"),
+        yaml.safe_dump(redact_config(config), sort_keys=False, allow_unicode=True).rstrip("\n"),
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
 def _verification_section(v: dict[str, Any] | None) -> list[str]:
@@ -300,6 +415,10 @@ def _verification_section(v: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 # --------------------------------------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------------------------------------
@@ -310,10 +429,13 @@ def plan_files(
     *,
     split_ratio: str | None = None,
     repo_id: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    card: CardOptions = CardOptions(),
 ) -> dict[str, Path]:
     """Write every file of the commit under ``workdir`` (same relative paths as in the repo) and return
-    ``{path_in_repo: local_path}``: the exports of all formats, README.md and manifest.json."""
+    ``{path_in_repo: local_path}``: the exports of all formats (each with the options its run config implies,
+    e.g. TRL's ``soft_labels`` for a soft labeler), README.md and manifest.json."""
+    import pyarrow.parquet as pq
+
     workdir = Path(workdir)
     parse_split_ratio(split_ratio)  # fail before writing anything
     manifest = store.manifest(version)
@@ -321,6 +443,7 @@ def plan_files(
     files: dict[str, Path] = {}
     formats: dict[str, dict[str, str]] = {}
     rows: dict[str, dict[str, int]] = {}
+    columns: dict[str, list[tuple[str, str]]] = {}
     for fmt in FORMATS:
         for path in export_version(store, version, fmt, workdir, split_ratio, parquet_only=True):
             rel = path.relative_to(workdir).as_posix()
@@ -328,17 +451,16 @@ def plan_files(
             files[rel] = path
             formats.setdefault(fmt, {})[split] = rel
             rows.setdefault(fmt, {})[split] = _count_rows(path)
-    cols = ["problem_id", "solution_id", "first_error", "policy_model", "completer_model", "judge_model", "labeler",
-            "labels", "labeler_labels", "mc_scores", "tool_verdicts", "tool_evidence"]
-    stats = data_stats(store.scan("step_labels", version).select(cols).collect())
-    stats["rows"] = rows
+            columns[fmt] = [(f.name, str(f.type)) for f in pq.read_schema(path)]
+    stats = version_stats(store, version)
     secrets = _known_tokens()
-    card = build_card(manifest, stats, formats, repo_id=repo_id, license=license, split_ratio=split_ratio)
+    text = build_card(manifest, stats, formats, columns=columns, rows=rows, repo_id=repo_id, options=card,
+                      split_ratio=split_ratio)
     man = _as_dict(manifest)
     man["config"] = redact_config(man.get("config") or {})
-    for rel, text in ((CARD, card), (MANIFEST, json.dumps(man, indent=1, ensure_ascii=False) + "\n")):
+    for rel, content in ((CARD, text), (MANIFEST, json.dumps(man, indent=1, ensure_ascii=False) + "\n")):
         path = workdir / rel
-        path.write_text(_scrub(text, secrets), encoding="utf-8")
+        path.write_text(_scrub(content, secrets), encoding="utf-8")
         files[rel] = path
     return files
 
@@ -364,14 +486,15 @@ def publish(
     api: Any = None,
     *,
     split_ratio: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    card: CardOptions = CardOptions(),
 ) -> PublishResult:
     """Publish ``version`` (default latest) of ``store`` to the dataset repo ``repo_id``.
 
     ``dry_run=OUT`` writes exactly the files of the commit to OUT (which must be empty or absent) and makes
     no network call. Otherwise: ``create_repo(exist_ok=True)``, ONE ``create_commit`` with a
     ``CommitOperationAdd`` per file, then ``create_tag(tag=version)`` on that commit. ``api`` defaults to
-    ``huggingface_hub.HfApi()`` (token from huggingface_hub's usual sources)."""
+    ``huggingface_hub.HfApi()`` (token from huggingface_hub's usual sources). ``card``: the license, name
+    and languages the dataset card declares."""
     if not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", repo_id or ""):
         raise ValueError(f"repo id {repo_id!r} is not of the form ORG/NAME")
     manifest = store.manifest(version)
@@ -381,7 +504,7 @@ def publish(
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ValueError(f"dry-run directory {out} must be empty or absent (it would mix with the commit's files)")
         out.mkdir(parents=True, exist_ok=True)
-        files = plan_files(store, version, out, split_ratio=split_ratio, repo_id=repo_id, license=license)
+        files = plan_files(store, version, out, split_ratio=split_ratio, repo_id=repo_id, card=card)
         return PublishResult(repo_id, version, version, files, dry_run=out, rows=_rows_of(files))
 
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -389,7 +512,7 @@ def publish(
     api = api if api is not None else HfApi()
     workdir = Path(tempfile.mkdtemp(prefix="steplabel-publish-"))
     try:
-        files = plan_files(store, version, workdir, split_ratio=split_ratio, repo_id=repo_id, license=license)
+        files = plan_files(store, version, workdir, split_ratio=split_ratio, repo_id=repo_id, card=card)
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()]
         m = manifest

@@ -16,12 +16,8 @@ from steplabel.cli.inspect_cmd import inspect_command, verification_line
 from steplabel.cli.report_cmd import report_command
 from steplabel.cli.render import render_solutions
 from steplabel.labelers.base import first_false
-from steplabel.storage.inspection import (
-    InspectionError,
-    diff_versions,
-    filter_rows,
-    version_stats,
-)
+from steplabel.storage.inspection import version_stats
+from steplabel.storage.selection import InspectionError, diff_versions, filter_rows, sample_rows
 from steplabel.storage.schema import STEP_LABELS_SCHEMA
 from steplabel.storage.store import ShardStore
 from tests.factories import make_reject_rows, make_step_label_rows
@@ -79,18 +75,60 @@ def test_version_stats_exact_values(store):
         "sampled": 8, "labelled": 6, "rejected_total": 2,
         "rejected": {"sampling": {"engine_error": 2}}, "rejected_by_stage": {"sampling": 2},
         "retention": 0.75,
+        "examples": [{"item_id": f"s0-rej{i}", "stage": "sampling", "reason": "engine_error",
+                      "detail": f"test reject {i} in s0"} for i in range(2)],
     }
     assert stats["judge_agreement"] == {"judged": 4, "agree": 2, "judge_earlier": 1, "judge_later": 1,
-                                        "fraction": 0.5}
+                                        "fraction": 0.5, "consensus_kept": 0, "judged_out": 0,
+                                        "consensus_retention": None}
     cost = stats["cost"]
     assert (cost["rollouts"], cost["tokens"]) == (76, 635)
     assert (cost["rollouts_rejected"], cost["tokens_rejected"]) == (4, 20)
     assert cost["rollouts_per_label"] == pytest.approx(76 / 18)
     assert cost["tokens_per_label"] == pytest.approx(635 / 18)
-    assert cost["by_labeler"]["hard_mc"]["rollouts_per_label"] == pytest.approx(36 / 9)
+    # per labeler: labelled rows only (rejects carry no labeler), so a name of its own
+    assert cost["by_labeler"]["hard_mc"]["rollouts_per_step"] == pytest.approx(36 / 9)
+    assert "tokens_per_label" not in cost["by_labeler"]["hard_mc"]
     assert cost["by_labeler"]["omegaprm"]["tokens"] == 103 + 104 + 105
     assert stats["labelers"] == {"hard_mc": 3, "omegaprm": 3}
     json.dumps(stats)  # serialisable
+
+
+def test_version_stats_answers_problems_steps_and_mc_by_step(store):
+    """What a PRM researcher reads first, on v1: rows 0 and 3 (no error) are the correct answers;
+    problems are rows (0, 1), (2, 3), (4, 5); step MC scores are in the table at the top of this file."""
+    stats = version_stats(store, "v1")
+    assert stats["answers"] == {"graded": 6, "correct": 2, "accuracy": pytest.approx(1 / 3), "ungraded": 0,
+                                "by_grader_layer": {"exact": {"solutions": 6, "correct": 2}}}
+    problems = stats["problems"]
+    assert (problems["problems"], problems["solutions_per_problem"]) == (3, 2.0)
+    assert problems["mean_pass_rate"] == pytest.approx(1 / 3)  # 1/2, 1/2, 0
+    assert problems["pass_rate_histogram"] == {"0%": 1, "1-24%": 0, "25-49%": 0, "50-74%": 2, "75-99%": 0,
+                                               "100%": 0}
+    assert stats["steps_per_solution"] == {"histogram": {3: 6}, "mean": 3.0}
+    by_step = stats["mc_by_step"]
+    assert list(by_step) == [0, 1, 2]
+    assert by_step[0] == {"steps": 6, "mc_mean": 1.0, "positive_fraction": 1.0}
+    assert by_step[1]["mc_mean"] == pytest.approx((4 + 0.25 + 0.25) / 6)
+    assert by_step[2]["mc_mean"] == pytest.approx((2 + 0.125 + 0.125) / 6)
+    assert by_step[2]["positive_fraction"] == pytest.approx(2 / 6)
+    assert stats["models"] == {"policy": ["policy-test"], "completer": ["completer-test"], "judge": []}
+    assert version_stats(store)["steps_per_solution"]["histogram"] == {2: 4, 3: 6}
+
+
+def test_version_stats_of_one_run(tmp_path):
+    """``run_id`` restricts rows and rejects to one run: what ``steplabel run`` prints after a run."""
+    store = ShardStore(tmp_path)
+    store.stage("a", "s0", {"step_labels": make_step_label_rows(3, shard_id="s0", run_id="a"),
+                            "rejects": make_reject_rows(1, shard_id="s0", run_id="a")})
+    store.commit("a", config={}, config_hash="h", code_version="t")
+    store.stage("b", "s1", {"step_labels": make_step_label_rows(2, shard_id="s1", run_id="b", steps_per_solution=2)})
+    store.commit("b", config={}, config_hash="h", code_version="t")
+    assert version_stats(store, run_id="a")["retention"]["rejected_total"] == 1
+    mine = version_stats(store, run_id="b")
+    assert (mine["run_id"], mine["solutions"], mine["steps"]) == ("b", 2, 4)
+    assert mine["retention"]["rejected_total"] == 0 and mine["cost"]["tokens"] == 100 + 101
+    assert version_stats(store)["solutions"] == 5
 
 
 def test_version_stats_latest_orders_reject_stages_and_handles_no_judge(store):
@@ -130,6 +168,31 @@ def test_filters(store):
     assert _ids(filter_rows(lf, disagree=True)) == ["s0-sol1", "s0-sol5"]
     assert _ids(filter_rows(lf, labeler="omegaprm", disagree=True)) == ["s0-sol5"]
     assert _ids(filter_rows(lf)) == [f"s0-sol{i}" for i in range(6)]
+
+
+def test_sample_is_seeded_and_spans_problems(tmp_path):
+    """20 solutions of 10 problems (2 each, adjacent): 10 samples take one solution from every problem,
+    the same seed gives the same rows, and another seed another sample."""
+    store = ShardStore(tmp_path)
+    store.stage("r", "s", {"step_labels": make_step_label_rows(20, shard_id="s")})
+    store.commit("r", config={}, config_hash="h", code_version="t")
+    lf = store.scan()
+    first = sample_rows(lf, 10, seed=1)
+    assert first.height == 10 and first["problem_id"].n_unique() == 10
+    assert first["solution_id"].to_list() == sample_rows(lf, 10, seed=1)["solution_id"].to_list()
+    assert first["solution_id"].to_list() != sample_rows(lf, 10, seed=2)["solution_id"].to_list()
+    assert first["solution_id"].to_list() != [f"s-sol{i}" for i in range(10)]  # not the first rows
+    everything = sample_rows(lf, 50, seed=1)
+    assert sorted(everything["solution_id"]) == sorted(f"s-sol{i}" for i in range(20))
+    assert sample_rows(lf, 0).height == 0
+
+
+def test_tool_disagree_filter(tmp_path):
+    lf = verification_store(tmp_path).scan()
+    # row 0: refuted step the labeler called good; row 1: the same (hybrid off); row 2: verified but bad;
+    # row 3 (no labeler_labels: labels stand in) agrees; row 4 has no verdicts
+    assert _ids(filter_rows(lf, tool_disagree=True)) == ["v-sol0", "v-sol1", "v-sol2"]
+    assert _ids(filter_rows(lf, tool_disagree=True, where="first_error = 1")) == ["v-sol0", "v-sol2"]
 
 
 @pytest.mark.parametrize(
@@ -189,6 +252,22 @@ class _FakeStore:
 
     def scan(self, table, version):
         return self.frames[version].lazy()
+
+
+def test_diff_counts_rows_re_added_under_existing_ids(tmp_path):
+    """A run that re-adds solutions whose ids are already in the version adds rows: +2, not +0."""
+    store = ShardStore(tmp_path)
+    store.stage("a", "s0", {"step_labels": make_step_label_rows(4, shard_id="s0")})
+    store.commit("a", config={}, config_hash="h", code_version="t")
+    again = make_step_label_rows(2, shard_id="s0")  # the same solution ids, in a new shard
+    store.stage("b", "s1", {"step_labels": again.set_column(2, "shard_id", pa.array(["s1"] * 2))})
+    store.commit("b", config={}, config_hash="h", code_version="t")
+    diff = diff_versions(store, "v1", "v2")
+    sols = diff["solutions"]
+    assert (sols["added"], sols["removed"], sols["common"], sols["duplicate_ids"]) == (2, 0, 4, 2)
+    assert sols["added_ids"] == ["s0-sol0", "s0-sol1"] and diff["stats"]["solutions"]["delta"] == 2
+    human = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1:v2"])
+    assert "+2 / -0, 0 relabelled (4 common);" in human.output and "several rows" in human.output
 
 
 def test_diff_finds_removed_and_relabelled_solutions():
@@ -267,17 +346,22 @@ def test_cli_json_with_filters_reports_matches_and_samples(store):
     args = ["inspect", store.root, "--json", "-v", "v1", "--first-error", "-1", "--show", "5"]
     data = json.loads(runner.invoke(_app(), args).stdout)
     assert data["matched"] == 2 and data["filters"] == {"first_error": -1}
-    assert [s["solution_id"] for s in data["samples"]] == ["s0-sol0", "s0-sol3"]
+    assert sorted(s["solution_id"] for s in data["samples"]) == ["s0-sol0", "s0-sol3"]
+    assert data["sample_seed"] == 0 and data["stats_scope"] == "whole version"
 
 
 def test_cli_human_output_and_show_with_filters(store):
     result = runner.invoke(_app(), ["inspect", store.root, "-v", "v1", "--show", "3", "--labeler", "omegaprm"])
     assert result.exit_code == 0, result.output
-    out = result.output
+    out = " ".join(result.output.split())  # rich wraps lines at the terminal width
     assert "versions of" in out and "v0002" in out and "h2" in out
     assert "label balance" in out and "█" in out and "MC score distribution" in out
     assert "judge vs MC" in out and "retention by stage" in out and "engine_error" in out
-    assert "3 of 6 solutions match" in out
+    assert "3 of 6 solutions match" in out and "the statistics above are of the whole version" in out
+    assert "3 solutions from 2 problems (seed 0" in out  # omegaprm rows 3, 4, 5: problems p1 and p2
+    assert "final answers" in out and "0.333 (2/6 correct)" in out and "mean pass rate 0.333" in out
+    assert "mean MC score by step index" in out and "per-problem pass rate" in out and "grader layer" in out
+    assert "rejected items (examples)" in out and "test reject 0 in s0" in out
     assert "s0-sol3" in out and "s0-sol5" in out and "s0-sol0" not in out
 
 
@@ -313,9 +397,9 @@ def test_cli_missing_directory(tmp_path):
 
 
 def test_cli_empty_store(tmp_path):
-    assert runner.invoke(_app(), ["inspect", str(tmp_path)]).exit_code == 1
-    data = json.loads(runner.invoke(_app(), ["inspect", str(tmp_path), "--json"]).stdout)
-    assert data["version"] is None and data["versions"] == []
+    for args in ([], ["--json"]):  # a folder with no dataset in it is an error, not an empty summary
+        result = runner.invoke(_app(), ["inspect", str(tmp_path), *args])
+        assert result.exit_code == 1 and "not a steplabel dataset" in result.output
 
 
 def test_cli_diff_both_spellings(store):
@@ -403,9 +487,11 @@ def test_cli_shows_tool_verification_and_good_but_refuted(tmp_path):
     store = verification_store(tmp_path)
     data = json.loads(runner.invoke(_app(), ["inspect", store.root, "--json"]).stdout)
     assert data["good_but_refuted"] == 1 and data["stats"]["verification"]["refuted"] == 3
-    result = runner.invoke(_app(), ["inspect", store.root, "--show", "1"])
+    result = runner.invoke(_app(), ["inspect", store.root, "--show", "1", "--tool-disagree",
+                                    "--where", "solution_id = 'v-sol0'"])
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
+    assert "1 of 5 solutions match" in out
     assert "tool verification (steps)" in out and "│ good but refuted │ 1" in out
     assert f"│ v-sol0 │ 1 │ 0.50 │ BAD │ {CLAIM} │" in out  # the example conflicts, with the refuted claim
     assert "[1] BAD mc=0.50 (labeler: GOOD) tool:REFUTED step 1" in out  # --show marks what the tools changed

@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from steplabel.storage.exporters import FORMATS, from_prm800k
+from steplabel.storage.inspection import version_stats
 from steplabel.storage.publish import (
     REDACTED,
+    CardOptions,
     build_card,
-    data_stats,
+    card_options,
     plan_files,
     publish,
     redact_config,
@@ -61,16 +63,18 @@ def test_redact_config():
 def test_build_card(tmp_path: Path):
     store = _store(tmp_path)
     m = store.manifest()
-    stats = data_stats(store.read())
     formats = {
         "openr": {"train": "openr/train-00000-of-00001.parquet"},
         "trl": {"train": "trl/train-00000-of-00001.parquet", "test": "trl/test-00000-of-00001.parquet"},
     }
-    card = build_card(m, stats, formats, repo_id="org/name", license="apache-2.0")
+    options = CardOptions(license="apache-2.0", pretty_name="PRM steps", language=("en", "fr"))
+    card = build_card(m, version_stats(store), formats, repo_id="org/name", options=options,
+                      columns={"trl": [("prompt", "string"), ("labels", "list<element: bool>")]})
     front = _front_matter(card)
-    assert front["license"] == "apache-2.0"
+    assert (front["license"], front["pretty_name"], front["language"]) == ("apache-2.0", "PRM steps", ["en", "fr"])
+    assert "license_name" not in front
     assert front["task_categories"] == ["token-classification"]
-    assert "process-reward-model" in front["tags"]
+    assert "process-reward-model" in front["tags"] and front["size_categories"] == ["n<1K"]
     assert front["configs"] == [
         {
             "config_name": "trl",
@@ -84,15 +88,57 @@ def test_build_card(tmp_path: Path):
     ]
     exp = expected_stats([(10, 3), (10, 3)], rejects=2)
     body = card.split("---\n", 2)[2]
-    assert "`policy-test`" in body and "`completer-test`" in body and "`hard_mc`" in body
+    assert body.startswith("\n# PRM steps\n")
+    assert "`policy-test`" in body and "`completer-test`" in body and "labeler `hard_mc`" in body
     assert "`abc123`" in body and "`cfg-test`" in body and "`r1`" in body
-    for key in ("solutions", "steps", "positive_steps", "negative_steps", "rejects"):
-        assert f"| {key} | {exp[key]} |" in body
-    assert f"{exp['positive_steps'] / exp['steps']:.4f}" in body
+    # 2 shards x 10 rows: problem ids shard-000s-p0..p4, 2 solutions each; rows 0, 3, 6, 9 are correct
+    assert f"| solutions / problems | {exp['solutions']} / 10 |" in body
+    assert f"| good / bad steps | {exp['positive_steps']} / {exp['negative_steps']} (good fraction " \
+           f"{exp['positive_steps'] / exp['steps']:.4f}) |" in body
+    assert "| final-answer accuracy of the policy | 0.4000 (8 of 20) |" in body
+    assert f"| rejected items (not in the data) | {exp['rejects']} |" in body
+    assert f"| rollouts / generated tokens | {exp['rollouts']} / {exp['tokens']} |" in body
+    assert "## Source problems" in body and "built-in generator" in body
+    assert "- `prompt` (string): the problem statement" in body
+    assert "## Limitations" in body and "## Citation" in body and "@misc{org_name_v0001," in body
     config_block = body.split("```yaml\n")[1].split("```")[0]
     cfg = yaml.safe_load(config_block)
     assert cfg["labeler"] == {"name": "math_shepherd", "rollouts": 8}
     assert cfg["engine"]["api_key"] == REDACTED and "sk-do-not-publish" not in card
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"license": "Apache 2"}, "not a Hub license id"),
+        ({"license": "mit", "license_name": "x"}, "describe --license other"),
+        ({"language": ("english",)}, "ISO 639"),
+    ],
+)
+def test_card_options_are_checked_in_one_line(values, message):
+    with pytest.raises(ValueError) as info:
+        card_options(**values)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_card_of_a_soft_labeler_describes_the_soft_targets(tmp_path: Path):
+    store = ShardStore(tmp_path / "store")
+    store.stage("r1", "s", {"step_labels": make_step_label_rows(4, shard_id="s")})
+    soft = {**CFG, "labeler": {"name": "math_shepherd", "label_mode": "soft"}}
+    store.commit("r1", config=soft, config_hash="soft", code_version="abc123")
+    card = CardOptions(license="other", license_name="my terms", license_link="https://example.com/terms")
+    files = plan_files(store, None, tmp_path / "w", card=card)
+    trl = pq.read_table(files["trl/train-00000-of-00001.parquet"])
+    assert trl.column_names == ["prompt", "completions", "labels", "soft_labels"]
+    assert trl.column("soft_labels").to_pylist() == store.read()["soft_labels"].to_list()
+    text = files["README.md"].read_text()
+    front = _front_matter(text)
+    assert (front["license"], front["license_name"], front["license_link"]) == (
+        "other", "my terms", "https://example.com/terms")
+    assert "- `soft_labels` (list<element: float>): one float per step" in text
+    assert "The `trl` config also carries `soft_labels`" in text
+    hard = plan_files(_store(tmp_path / "hard"), None, tmp_path / "w2")["README.md"].read_text()
+    assert "- `soft_labels`" not in hard and "Soft Monte-Carlo scores are not exported" in hard
 
 
 def test_dry_run_writes_the_commit_and_loads_with_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -126,7 +172,8 @@ def test_dry_run_writes_the_commit_and_loads_with_datasets(tmp_path: Path, monke
     features = {
         "trl": {"prompt", "completions", "labels"},
         "math-shepherd": {"input", "label", "task"},
-        "prm800k": {"labeler", "timestamp", "is_quality_control_question", "is_initial_screening_question", "question", "label"},
+        "prm800k": {"labeler", "timestamp", "generation", "is_quality_control_question", "is_initial_screening_question",
+                    "question", "label"},
         "openr": {"question", "process", "label"},
     }
     trl_train = None
@@ -137,8 +184,10 @@ def test_dry_run_writes_the_commit_and_loads_with_datasets(tmp_path: Path, monke
         if fmt == "prm800k":  # the Parquet form reads back into the same steps and labels
             back = from_prm800k(dd["train"].to_list())
             rows = {r["prompt"]: r for r in store.read().to_dicts()}
-            for prompt, steps, labels, ans in back.iter_rows():
-                assert (steps, labels, ans) == (rows[prompt]["completions"], rows[prompt]["labels"], rows[prompt]["reference_answer"])
+            for prompt, steps, labels, ans in back.iter_rows():  # PRM800K lists steps up to the first error
+                row = rows[prompt]
+                end = row["first_error"] + 1 if row["first_error"] >= 0 else None
+                assert (steps, labels, ans) == (row["completions"][:end], row["labels"][:end], row["reference_answer"])
         if fmt == "trl":
             trl_train = dd["train"]
             assert trl_train.features["labels"].feature.dtype == "bool"
@@ -269,6 +318,16 @@ def test_cli_export_and_publish_dry_run(tmp_path: Path, monkeypatch: pytest.Monk
     assert (tmp_path / "dry/README.md").exists() and (tmp_path / "dry/trl/train-00000-of-00001.parquet").exists()
     res = runner.invoke(app, ["publish", str(tmp_path / "missing"), "--repo-id", "org/name", "--dry-run", str(tmp_path / "d3")])
     assert res.exit_code == 2
+    res = runner.invoke(app, ["publish", store.root, "--repo-id", "org/name", "--dry-run", str(tmp_path / "d4"),
+                              "--license", "cc-by-4.0", "--pretty-name", "Steps", "--language", "en",
+                              "--language", "de"])
+    assert res.exit_code == 0, res.output
+    front = _front_matter((tmp_path / "d4/README.md").read_text())
+    assert (front["license"], front["pretty_name"], front["language"]) == ("cc-by-4.0", "Steps", ["en", "de"])
+    res = runner.invoke(app, ["publish", store.root, "--repo-id", "org/name", "--dry-run", str(tmp_path / "d5"),
+                              "--license", "mit", "--license-link", "https://x"])
+    assert res.exit_code == 2 and "describe --license other" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "d5").exists()
 
 
 def test_card_shows_tool_verification(tmp_path: Path):
@@ -290,4 +349,10 @@ def test_card_shows_tool_verification(tmp_path: Path):
         assert line in section, line
     assert "No step is exported as good while a tool refuted it. The hybrid rule" in section
     # unverified rows say so instead of printing zeros
-    assert "No tool verdicts" in build_card(store.manifest(), {"verification": None}, {})
+    plain = ShardStore(tmp_path / "plain")
+    unchecked = make_step_label_rows(2, shard_id="s")
+    unchecked = unchecked.set_column(unchecked.schema.get_field_index("tool_verdicts"), "tool_verdicts",
+                                     pa.array([None, None], pa.list_(pa.string())))
+    plain.stage("r1", "s", {"step_labels": unchecked})
+    plain.commit("r1", config=CFG, config_hash="cfg-test", code_version="abc123")
+    assert "No tool verdicts" in build_card(plain.manifest(), version_stats(plain), {})

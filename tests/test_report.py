@@ -27,8 +27,9 @@ from tests.factories import make_reject_rows, make_step_label_rows
 EVIL_STEP = '<script>alert("pwned")</script> & "quotes" <img src=x onerror=alert(1)>'
 EVIL_PROMPT = "</details><b>bold?</b> http://example.com/x.png"
 EVIL_CLAIM = "<i>4 * 4 = 12</i> (left = 16, right = 12)"
-CHART_IDS = ["chart-label-balance", "chart-first-error", "chart-mc", "chart-retention", "chart-judge",
-             "chart-verification", "chart-cost"]
+CHART_IDS = ["chart-label-balance", "chart-first-error", "chart-answers", "chart-pass-rate", "chart-grader",
+             "chart-mc", "chart-mc-by-step", "chart-steps", "chart-retention", "chart-judge", "chart-verification",
+             "chart-cost"]
 
 
 def _set(table: pa.Table, name: str, values: list, type_: pa.DataType) -> pa.Table:
@@ -53,7 +54,7 @@ def report(tmp_path_factory) -> Path:
     rows = _set(rows, "labeler_labels", [None, [True, True, False]] + [None] * 6, pa.list_(pa.bool_()))
     store.stage("r1", "s0", {"step_labels": rows, "rejects": make_reject_rows(2, shard_id="s0")})
     store.commit("r1", config={"note": "<script>cfg</script>"}, config_hash="h1", code_version="t")
-    return write_report(store, None, tmp_path_factory.mktemp("report") / "report.html", samples=5)
+    return write_report(store, None, tmp_path_factory.mktemp("report") / "report.html", samples=8)
 
 
 def test_one_self_contained_file(report):
@@ -66,7 +67,7 @@ def test_one_self_contained_file(report):
     for chart in CHART_IDS:
         assert f'id="{chart}"' in page
     assert page.count("<svg") >= len(CHART_IDS) and page.count('class="bar"') >= 10
-    assert page.count('class="sample"') == 5
+    assert page.count('class="sample"') == 8
 
 
 def test_tool_verification_is_shown(report):
@@ -82,6 +83,43 @@ def test_tool_verification_is_shown(report):
     step1 = re.search(r'<li class="step bad" data-step="1">.*?</li>', sample, re.S).group(0)
     assert "tool: refuted" in step1 and "labeler: GOOD" in step1 and html.escape(EVIL_CLAIM) in step1
     assert "<i>" not in page
+
+
+def _samples(page: str) -> list[tuple[str, str]]:
+    """(problem, solution id) of every sample of the browser, in page order."""
+    return re.findall(r'<details class="sample"[^>]*data-problem="([^"]*)"><summary><span class="sid">([^<]*)<', page)
+
+
+def test_sample_is_seeded_and_spans_problems(report, tmp_path):
+    """8 solutions of 4 problems (2 each): 4 samples come from 4 problems, the same seed gives the same
+    sample, and the sample is not simply the first rows."""
+    store = ShardStore(next(report.parent.parent.glob("report-store*")))
+    first = _samples(write_report(store, None, tmp_path / "a.html", samples=4, seed=3).read_text())
+    assert len(first) == 4 and len({problem for problem, _ in first}) == 4
+    assert first == _samples(write_report(store, None, tmp_path / "b.html", samples=4, seed=3).read_text())
+    seeds = {tuple(_samples(write_report(store, None, tmp_path / f"{k}.html", samples=4, seed=k).read_text()))
+             for k in range(4)}
+    assert len(seeds) > 1 and [sid for _, sid in first] != [f"s0-sol{i}" for i in range(4)]
+    page = (tmp_path / "a.html").read_text()
+    assert "Samples: 4 solutions from 4 problems (seed 3)" in page
+
+
+def test_researcher_sections_and_tool_filter(report):
+    page = report.read_text(encoding="utf-8")
+    # rows 0, 3, 6 have no error and are the correct answers: accuracy 3/8; problems (0,1), (2,3), (4,5), (6,7)
+    answers = re.search(r'id="chart-answers">(.*?)</figure>', page, re.S).group(1)
+    assert re.findall(r'data-label="(\w+)" data-value="(\d+)"', answers) == [("correct", "3"), ("wrong", "5")]
+    assert "Accuracy 0.375 over 8 graded" in answers
+    rates = re.search(r'id="chart-pass-rate">(.*?)</figure>', page, re.S).group(1)
+    assert re.findall(r'data-label="([^"]+)" data-value="(\d+)"', rates) == [
+        ("0%", "1"), ("1-24%", "0"), ("25-49%", "0"), ("50-74%", "3"), ("75-99%", "0"), ("100%", "0")]
+    assert 'data-label="step 2"' in re.search(r'id="chart-mc-by-step">(.*?)</figure>', page, re.S).group(1)
+    assert 'data-label="3 steps" data-value="8"' in page and 'data-label="exact" data-value="8"' in page
+    assert 'id="reject-examples"' in page and "test reject 1 in s0" in page
+    # only solution 1 has a step the tools refuted while its labeler called it good
+    flagged = re.findall(r'data-tool-disagree="1" data-problem="[^"]*"><summary><span class="sid">([^<]*)<', page)
+    assert flagged == ["s0-sol1"] and 'id="only-tool"' in page
+    assert page.index('id="verification"') < page.index('class="charts"')  # near the top: in the screenshot
 
 
 def test_data_is_escaped(report):
@@ -137,11 +175,12 @@ def test_chromium_renders_the_plots(report, tmp_path):
     assert body, dom[:500]
     attributes = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
     assert attributes.get("rendered") == "ok", attributes  # every chart has bars with a laid-out width
-    assert int(attributes["bars"]) >= 10 and attributes["samples"] == "5"
+    assert int(attributes["bars"]) >= 10 and attributes["samples"] == "8"
     for chart in CHART_IDS:
         figure = re.search(rf'<figure class="chart" id="{chart}"[^>]*data-drawn="(\d+)"', dom)
         assert figure and int(figure.group(1)) > 0, chart
-    assert "5 of 5 shown" in dom  # the filter script ran
+    assert "8 of 8 shown" in dom  # the filter script ran
+    assert 0 < int(attributes["verification-top"]) < 2000  # inside the screenshot window below
     assert dom.count("<script") == 1 and "<img" not in dom and "<b>bold?" not in dom  # data stayed text
     assert '&lt;script&gt;alert("pwned")&lt;/script&gt;' in dom
 
