@@ -133,7 +133,13 @@ CheckRun = Generator[list[GenerationRequest], list[TextOutcome], Any]
 
 
 class Labeler(Protocol):
+    """``shares_problem_state``: solutions of one problem read each other's state (a shared tree, SCAN's
+    self-confidence), so a continuous driver advances them in lockstep rounds to keep labels independent
+    of timing; False lets every solution run at its own pace. A labeler that does not say is taken as
+    sharing."""
+
     name: str
+    shares_problem_state: bool
 
     def label(self, task: SolutionTask) -> LabelerRun: ...
 

@@ -18,6 +18,7 @@ from steplabel.labelers.math_shepherd_config import MathShepherdConfig
 
 class MathShepherdLabeler:
     name = "math_shepherd"
+    shares_problem_state = False
 
     def __init__(self, config: MathShepherdConfig) -> None:
         self.config = config

@@ -244,6 +244,7 @@ class OmegaPRMLabeler:
 
     def __init__(self, config: OmegaPRMConfig, *, step_format: str | None = None, chunk_words: int | None = None) -> None:
         self.config = config
+        self.shares_problem_state = config.mode == "tree"  # one tree per question
         self.step_format = config.step_format or step_format or "step_pattern"
         self.chunk_words = chunk_words if (config.step_format is None and chunk_words) else config.chunk_words
         # tree mode: problem_id -> its tree, the solutions still working on it, and who estimates the root

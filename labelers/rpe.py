@@ -57,6 +57,7 @@ def rpe_labels(base_mc: float, mc: Sequence[float], threshold: float) -> tuple[l
 
 class RPELabeler:
     name = "rpe"
+    shares_problem_state = False
 
     def __init__(self, config: RPEConfig) -> None:
         self.config = config

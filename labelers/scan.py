@@ -83,6 +83,7 @@ def policy_pass_counts(solutions: Sequence[SampledSolution],
 
 class ScanLabeler:
     name = "scan"
+    shares_problem_state = True  # self-confidence per problem
 
     def __init__(self, config: ScanConfig, policy_samples: Mapping[str, tuple[int, int]] | None = None) -> None:
         """``policy_samples``: problem_id -> (correct, drawn) of every policy sample (:func:`policy_pass_counts`)."""

@@ -313,6 +313,7 @@ def rollout_driver(
             base_seed=config.seed,
         ),
         on_wave=on_wave,
+        scheduling=config.orchestration.scheduling,
     )
 
 

@@ -18,7 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed, sample_seed
+from steplabel.rollouts.engines.base import (
+    ContinuousEngine,
+    Engine,
+    EngineError,
+    GenerationRequest,
+    derive_seed,
+    sample_seed,
+)
 from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine
 
 
@@ -213,6 +220,41 @@ def test_generate_from_threads_and_running_loops():
 
         sync_res, async_res = asyncio.run(inside_loop())
         assert sync_res[0].completions[0].text == "ok" and async_res[0].completions[0].text == "ok"
+
+
+def test_submit_from_many_threads_keeps_the_bound_and_each_result():
+    """The continuous driver's entry point: one request per call, from any thread, futures in any order."""
+    state = {"inflight": 0, "peak": 0}
+    lock = threading.Lock()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        with lock:
+            state["inflight"] += 1
+            state["peak"] = max(state["peak"], state["inflight"])
+        await asyncio.sleep(random.uniform(0.0, 0.01))
+        with lock:
+            state["inflight"] -= 1
+        return _ok(body, text=body["prompt"])
+
+    with _engine(handler, max_concurrency=3, base_urls=["http://a:1", "http://b:2"]) as eng:
+        assert isinstance(eng, ContinuousEngine)
+        futures: dict[int, object] = {}
+
+        def send(first: int) -> None:
+            for i in range(first, first + 10):
+                futures[i] = eng.submit(_req(f"p{i}", n=2))
+
+        threads = [threading.Thread(target=send, args=(10 * t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        results = {i: f.result(timeout=30) for i, f in futures.items()}
+    assert all([c.text for c in results[i].completions] == [f"p{i}", f"p{i}"] for i in range(40))
+    assert 3 < state["peak"] <= 6  # max_concurrency per endpoint, two endpoints
+    with pytest.raises(EngineError, match="closed"):
+        eng.submit(_req())
 
 
 def test_missing_choices_is_a_per_request_error():

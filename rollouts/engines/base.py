@@ -4,12 +4,18 @@ A request is a raw text prefix to continue. Each request carries its own seed, d
 (base seed, problem, prefix) by :func:`derive_seed`; sample ``i`` of a request uses ``seed + i``, which is
 what vLLM does for the children of an ``n > 1`` request. One seed broadcast over a batch would give
 correlated samples (vLLM issue 50440), so nothing here ever does that.
+
+Scheduling capability: an engine that serves requests one by one as they arrive (a server doing
+continuous batching behind the ``openai`` engine) implements :class:`ContinuousEngine`; the driver then
+sends each solution's next query as soon as its own results are back. Engines that batch synchronously
+(llama.cpp in-process, the vLLM worker) implement only ``generate`` and get whole waves or micro-batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -71,3 +77,11 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ContinuousEngine(Engine, Protocol):
+    """An engine that accepts work continuously: ``submit`` is thread-safe, returns at once, and the
+    future resolves to the request's result (a failed request carries ``error``, like ``generate``)."""
+
+    def submit(self, request: GenerationRequest) -> Future[GenerationResult]: ...

@@ -6,6 +6,10 @@ the same from the main thread, from a worker thread with no event loop, from a P
 from code that is itself inside a running event loop (that loop is merely blocked while it waits). The
 client, and so its connection pool, lives as long as the engine; call :meth:`close` at the end.
 
+The engine is a :class:`~steplabel.rollouts.engines.base.ContinuousEngine`: :meth:`submit` queues one
+request on the loop and returns a future at once, thread-safely, so drivers of several shards can keep
+the servers busy from their own threads without waiting for each other's batches.
+
 Per endpoint, at most ``max_concurrency`` requests are in flight (an ``asyncio.Semaphore`` each); every
 HTTP request goes to the least-loaded endpoint that is not cooling down after a connection failure, ties
 broken round-robin, so a retry after a dead endpoint fails over to a live one.
@@ -175,7 +179,7 @@ class OpenAICompatEngine:
         self.split_n = split_n
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self._backoff = wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s)
         self.endpoint_cooldown_s = endpoint_cooldown_s
         self.extra_body = dict(extra_body or {})
         self._api_key = api_key if api_key is not None else (os.environ.get(api_key_env) if api_key_env else None)
@@ -244,11 +248,19 @@ class OpenAICompatEngine:
         requests = list(requests)
         if not requests:
             return []
+        self._check_usable("generate")
+        return self._submit(self._generate_all(requests)).result()
+
+    def submit(self, request: GenerationRequest) -> concurrent.futures.Future[GenerationResult]:
+        """Send one request now (it waits for a free slot of its endpoint); the future gives its result."""
+        self._check_usable("submit")
+        return self._submit(self._generate_one(request))
+
+    def _check_usable(self, method: str) -> None:
         if self._closed:
             raise EngineError("OpenAICompatEngine is closed")
         if threading.current_thread() is self._thread:
-            raise EngineError("generate() called from the engine's own loop; use `await agenerate(...)`")
-        return self._submit(self._generate_all(requests)).result()
+            raise EngineError(f"{method}() called from the engine's own loop; use `await agenerate(...)`")
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Async form of :meth:`generate` for callers that run their own event loop."""
