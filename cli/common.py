@@ -16,12 +16,26 @@ def open_store(directory: str, *, committed: bool = True):
 
     from steplabel.storage.store import ShardStore
 
+    from steplabel.storage.store import StoreError
+
     if "://" not in directory and not Path(directory).is_dir():
         fail(f"{directory}: no such directory (expected a dataset written by `steplabel run`)")
-    store = ShardStore(directory)
-    if committed and store.latest() is None:
-        fail(f"{directory}: no committed version yet (write one with `steplabel run --out {directory}`)")
+    try:
+        store = ShardStore(directory)
+        if not store.is_store():
+            fail(f"{directory}: not a steplabel dataset: no committed version yet and no run staged (write one "
+                 f"with `steplabel run --out {directory}`)", code=1)
+        if committed and store.latest() is None:
+            fail(f"{directory}: no committed version yet (write one with `steplabel run --out {directory}`)")
+    except (StoreError, OSError, ValueError) as error:  # unreadable pointer, bad URL, missing credentials
+        fail(f"{directory}: {error}")
     return store
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (polars errors run to many lines), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def fail(message: str, code: int = 2) -> None:

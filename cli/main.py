@@ -14,9 +14,11 @@ from rich.table import Table
 
 from steplabel.flows.config import ConfigError, load_config, parse_config
 from steplabel.cli.common import console, err_console, fail
+from steplabel.cli.doctor import doctor_command
 from steplabel.cli.export import export_command, publish_command
 from steplabel.cli.inspect_cmd import inspect_command
 from steplabel.cli.report_cmd import report_command
+from steplabel.cli.sandbox_exec import sandbox_exec_command
 from steplabel.cli.serve import serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Process-supervision (step-label) data for PRMs.")
@@ -51,11 +53,13 @@ def run(
     run_id = resume or run_id_for(run_config)
     console.print(f"steplabel run [bold]{run_id}[/] -> {_where(out)}  (config hash {run_config.hash()[:12]})")
     from steplabel.rollouts.engines.base import EngineError
-    from steplabel.storage.store import StoreError
+    from steplabel.storage.store import RunLockedError, StoreError
 
     try:
         with RunProgress(console):
             result = flow_for(run_config)(config=run_config.model_dump(mode="json"), out=str(out), run_id=run_id)
+    except RunLockedError as error:
+        fail(str(error), code=1)
     except (OSError, ValueError, EngineError, StoreError) as error:
         fail(f"run {run_id} stopped: {type(error).__name__}: {error}\n"
              f"finished shards are staged; fix the cause and rerun the same command to resume")
@@ -90,63 +94,33 @@ def _where(out: str) -> str:
     return out if "://" in out else str(Path(out).resolve())
 
 
-def run_summary(out: str, run_id: str, version: str) -> dict[str, Any]:
-    """Counts of what one run contributed to a version (a version may hold several runs)."""
-    import polars as pl
-
+def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
+    from steplabel.storage.inspection import version_stats
     from steplabel.storage.store import ShardStore
 
-    store = ShardStore(out)
-    mine = pl.col("run_id") == run_id
-    labels = (
-        store.scan("step_labels", version)
-        .filter(mine)
-        .select(
-            solutions=pl.len(),
-            steps=pl.col("labels").list.len().sum(),
-            positive_steps=pl.col("labels").list.eval(pl.element().cast(pl.Int64)).list.sum().sum(),
-            rollouts=pl.col("rollouts_used").cast(pl.Int64).sum(),
-            verified_steps=pl.col("tool_verdicts").list.eval(pl.element() == "verified").list.sum().sum(),
-            refuted_steps=pl.col("tool_verdicts").list.eval(pl.element() == "refuted").list.sum().sum(),
-            refuted_solutions=(pl.col("tool_first_error") >= 0).sum(),
-            tokens=pl.col("tokens_generated").sum(),
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    rejects = store.scan("rejects", version).filter(mine).collect()
-    by_reason = dict(sorted(rejects.group_by("reason").len().iter_rows()))
-    summary = {key: int(value or 0) for key, value in labels.items()}
-    summary["negative_steps"] = summary["steps"] - summary["positive_steps"]
-    summary["rollouts"] += int(rejects["rollouts_used"].sum() or 0)
-    summary["tokens"] += int(rejects["tokens_generated"].sum() or 0)
-    summary["rejects"] = rejects.height
-    summary["rejects_by_reason"] = by_reason
-    judged_out = rejects.filter(pl.col("stage") == "judge").height
-    consensus_kept = store.scan("step_labels", version).filter(mine & pl.col("consensus")).select(pl.len()).collect().item()
-    summary["judge_retention"] = consensus_kept / (consensus_kept + judged_out) if consensus_kept + judged_out else None
-    return summary
-
-
-def _print_run_summary(out: str, result: dict[str, Any], wall: float) -> None:
-    summary = run_summary(out, result["run_id"], result["version"])
+    stats = version_stats(ShardStore(out), result["version"], run_id=result["run_id"])  # what this run added
+    balance, verification, judge = stats["label_balance"], stats["verification"], stats["judge_agreement"]
+    rejects = [f"{stage}/{reason}: {n}" for stage, reasons in stats["retention"]["rejected"].items()
+               for reason, n in reasons.items()]
     table = Table(title=f"run {result['run_id']} -> version {result['version']}", show_header=False)
     rows = [
         ("dataset", _where(out)),
         ("version", f"{result['version']}" + ("" if result["created"] else " (nothing new: already committed)")),
         ("problems", str(result["problems"])),
         ("shards", f"{result['shards']} ({result['shards_skipped']} already done: cached or staged)"),
-        ("labelled solutions", str(summary["solutions"])),
-        ("steps", str(summary["steps"])),
-        ("label balance", f"{summary['positive_steps']} good / {summary['negative_steps']} bad"
-                          f" ({100 * summary['positive_steps'] / max(summary['steps'], 1):.1f}% good)"),
-        ("rejects", ", ".join(f"{k}: {v}" for k, v in summary["rejects_by_reason"].items()) or "0"),
-        ("tool verification", f"{summary['verified_steps']} steps verified, {summary['refuted_steps']} refuted "
-                              f"(in {summary['refuted_solutions']} solutions), the rest unknown"),
-        ("judge retention", "judge off" if summary["judge_retention"] is None
-                            else f"{100 * summary['judge_retention']:.1f}% kept by consensus"),
-        ("rollouts", str(summary["rollouts"])),
-        ("tokens generated", str(summary["tokens"])),
+        ("labelled solutions", str(stats["solutions"])),
+        ("steps", str(stats["steps"])),
+        ("label balance", f"{balance['positive']} good / {balance['negative']} bad"
+                          f" ({100 * (balance['positive_fraction'] or 0):.1f}% good)"),
+        ("final answers", "none graded" if stats["answers"]["accuracy"] is None
+                          else f"{stats['answers']['correct']} of {stats['answers']['graded']} correct"),
+        ("rejects", ", ".join(rejects) or "0"),
+        ("tool verification", f"{verification['verified']} steps verified, {verification['refuted']} refuted "
+                              f"(in {verification['refuted_solutions']} solutions), the rest unknown"),
+        ("judge retention", "judge off" if judge["consensus_retention"] is None
+                            else f"{100 * judge['consensus_retention']:.1f}% kept by consensus"),
+        ("rollouts", str(stats["cost"]["rollouts"])),
+        ("tokens generated", str(stats["cost"]["tokens"])),
         ("wall time", f"{wall:.1f} s"),
     ]
     for key, value in rows:
@@ -167,7 +141,7 @@ def grade(
 
     if not file.is_file():
         fail(f"{file}: no such file")
-    with Grader(timeout_s=timeout) as grader, file.open(encoding="utf-8") as handle:
+    with Grader(timeout_s=timeout) as grader, file.open("rb") as handle:  # bytes: a non-UTF-8 line is one error
         sink = out.open("w", encoding="utf-8") if out else sys.stdout
         try:
             totals = grade_lines(handle, grader, sink, source=str(file))
@@ -192,9 +166,8 @@ def evaluate(
     """Predict each record's first error with METHOD and score it the ProcessBench way (acc_err, acc_cor, F1)."""
     from steplabel.labelling.evaluate import (
         BenchmarkError,
+        evaluate_files,
         load_benchmark,
-        predict_first_errors,
-        processbench_metrics,
     )
 
     try:
@@ -211,35 +184,24 @@ def evaluate(
         engine_config = (run_config.judge_engine if method == "judge" else None) or run_config.completer_engine
         engine = None if method == "sympy" else resources.engine_for(engine_config)
         grader = resources.grader_for(run_config.grading)
-        report: dict[str, Any] = {"method": method, "files": {}}
-        all_labels: list[int] = []
-        all_predictions: list[int] = []
         sink = out.open("w", encoding="utf-8") if out else None
         try:
-            for name, records in files.items():
-                try:
-                    predictions = predict_first_errors(records, method, engine, grader, run_config)
-                except (ValueError, RuntimeError) as error:
-                    fail(f"{name}: {error}")
-                labels = [int(r["label"]) for r in records]
-                report["files"][name] = processbench_metrics(labels, predictions)
-                all_labels += labels
-                all_predictions += predictions
-                for index, (record, predicted) in enumerate(zip(records, predictions, strict=True)):
-                    if sink:
-                        sink.write(json.dumps({"id": record.get("id", f"{name}:{index}"), "label": record["label"], "predicted": predicted}) + "\n")
+            report = evaluate_files(files, method, engine, grader, run_config, sink)
+        except ValueError as error:
+            fail(str(error))
         finally:
             if sink:
                 sink.close()
-    report["overall"] = processbench_metrics(all_labels, all_predictions)
     if as_json:
         sys.stdout.write(json.dumps(_nan_to_none(report)) + "\n")
         return
     table = Table(title=f"ProcessBench-style evaluation of {method}")
-    for column in ("file", "n", "acc_err", "acc_cor", "F1"):
+    for column in ("file", "n", "dropped", "acc_err", "acc_cor", "F1"):
         table.add_column(column)
-    for name, metrics in [*report["files"].items(), ("overall", report["overall"])]:
-        table.add_row(name, str(metrics["n"]), f"{100 * metrics['acc_err']:.1f}", f"{100 * metrics['acc_cor']:.1f}", f"{100 * metrics['f1']:.1f}")
+    rows = [*report["files"].items(), ("overall (mean of files)", report["overall"]), ("pooled", report["pooled"])]
+    for name, metrics in rows:
+        table.add_row(name, str(metrics["n"]), str(metrics["n_dropped"]), f"{100 * metrics['acc_err']:.1f}",
+                      f"{100 * metrics['acc_cor']:.1f}", f"{100 * metrics['f1']:.1f}")
     console.print(table)
 
 
@@ -248,6 +210,8 @@ app.command("serve")(serve_command)
 app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("publish")(publish_command)
+app.command("doctor")(doctor_command)
+app.command("sandbox-exec")(sandbox_exec_command)
 
 if __name__ == "__main__":
     app()

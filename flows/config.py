@@ -87,7 +87,7 @@ class LlamaCppEngineConfig(Strict):
     kind: Literal["llama_cpp"] = "llama_cpp"
     model_path: str | None = None
     n_ctx: int = Field(2048, ge=256)
-    n_threads: int | None = Field(None, ge=1, description="None: the cores this process may use")
+    n_threads: int | None = Field(None, ge=1, description="None: every core this process may use but one (at least 1), so a busy neighbour does not collapse llama.cpp's spinning threads")
 
 
 class OpenAIEngineConfig(Strict):
@@ -226,6 +226,11 @@ class OrchestrationConfig(Strict):
     engine_concurrency_limit: str | None = Field(
         None, description="a Prefect global concurrency limit each shard's engine work takes a slot of "
         "(create it on the server: `prefect gcl create NAME --limit 1`), so runs sharing a GPU host take turns",
+    )
+    scheduling: Literal["auto", "wave", "continuous"] = Field(
+        "auto", description="how the labelling driver feeds the engine: continuous (each solution's next query as "
+        "soon as its own results are back), wave (global waves), auto (continuous on the openai engine, waves on "
+        "engines that batch synchronously); labels are the same either way (docs/scheduling.md)",
     )
 
 

@@ -5,7 +5,8 @@ live in :mod:`steplabel.flows.resources`. The shard tasks persist their results 
 on config hash + shard id, so rerunning the same config (or ``--resume``) skips finished shards. A
 cached result only counts while the store still holds the shard's output: when it does not (the dataset
 was deleted or moved), the task reruns and overwrites the record. Committing is idempotent (see
-:mod:`steplabel.storage.store`).
+:mod:`steplabel.storage.store`). A run holds its run lock throughout, so a second process with the same
+run id is refused, and it repairs its staging area before it starts (see ``docs/robustness.md``).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def load_problems_task(out: str, run_id: str, config: dict[str, Any]) -> list[di
     store = ShardStore(out)
     store.record_run_config(run_id, config)
     problems, rejects = load_problems(run_config.source)
+    if not problems and not rejects:  # nothing to label and nothing to report: not a version
+        raise ValueError(f"the problem source ({run_config.source.kind}) holds no records")
     source_shard = f"source-{run_id}"  # per run: another run's source rejects are other records
     if rejects and not store.is_staged(run_id, source_shard):
         ctx = RunContext.now(run_id, run_config.hash())
@@ -190,11 +193,13 @@ def pipeline_flow(config: dict[str, Any], out: str, run_id: str | None = None) -
     run_id = run_id or run_id_for(run_config)
     config_hash = run_config.hash()
     logger = get_run_logger()
-    with resources.held():
+    store = ShardStore(out)
+    with store.run_lock(run_id), resources.held():
+        for damage in store.repair_staging(run_id) + store.repair_staging(unverified_run(run_id)):
+            logger.warning("staging repaired: %s", damage)
         problems = [Problem(**p) for p in load_problems_task(out, run_id, config)]
         plans = plan_shards(problems, run_config.shard_size, config_hash)
         emit(ProgressEvent("run_started", shards_total=len(plans)))
-        store = ShardStore(out)
         committed = store.committed_shard_ids()
         storage = result_storage_for(out)
         label, verify = (t.with_options(result_storage=storage) if storage else t

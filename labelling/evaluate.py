@@ -7,6 +7,8 @@ Pure functions; the ``steplabel evaluate`` command wires them to files, engines 
 * :func:`processbench_metrics`: acc_err (exact index on records with label != -1), acc_cor (on label == -1)
   and their harmonic mean F1. An empty subset gives NaN for its accuracy and for F1. Records a labeler
   dropped are not scored (no placeholder label is guessed for them) and are counted in ``n_dropped``.
+* :func:`evaluate_files`: the ``steplabel evaluate`` loop: every file predicted and scored, per file,
+  overall and pooled.
 * :func:`overall_metrics`: the mean of the per-file figures, ProcessBench's "average F1" over subsets; the
   F1 of all records pooled together is a different number, reported as ``pooled``.
 * :func:`predict_first_errors` returns each record's predicted first error with one of the methods:
@@ -135,6 +137,40 @@ def overall_metrics(per_file: Iterable[Mapping[str, float | int]]) -> dict[str, 
     out.update({key: sum(int(m[key]) for m in files) for key in ("n", "n_err", "n_cor", "n_dropped")})
     out["files"] = len(files)
     return out
+
+
+def evaluate_files(
+    files: Mapping[str, Sequence[dict]],
+    method: str,
+    engine: Engine | None,
+    grader: Grader | None,
+    config: Any,
+    sink: Any = None,
+) -> dict[str, Any]:
+    """Predict and score every benchmark file: ``{method, files: {name: metrics}, overall, pooled}``.
+
+    ``overall`` is :func:`overall_metrics` (mean of per-file figures), ``pooled`` the metrics of all records
+    together. With ``sink`` (a text stream), one JSON line per record: ``id``, ``label``, ``predicted``. A
+    method failure is a ``ValueError`` that names the file."""
+    report: dict[str, Any] = {"method": method, "files": {}}
+    all_labels: list[int] = []
+    all_predictions: list[Prediction] = []
+    for name, records in files.items():
+        try:
+            predictions = predict_first_errors(records, method, engine, grader, config)
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{name}: {error}") from error
+        labels = [int(r["label"]) for r in records]
+        report["files"][name] = processbench_metrics(labels, predictions)
+        all_labels += labels
+        all_predictions += predictions
+        for index, (record, predicted) in enumerate(zip(records, predictions, strict=True)):
+            if sink is not None:
+                sink.write(json.dumps({"id": record.get("id", f"{name}:{index}"), "label": record["label"],
+                                       "predicted": predicted}) + "\n")
+    report["overall"] = overall_metrics(report["files"].values())
+    report["pooled"] = processbench_metrics(all_labels, all_predictions)
+    return report
 
 
 def methods() -> list[str]:

@@ -92,11 +92,18 @@ def problems_from_records(
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    """One record per non-blank line; a line that is not UTF-8 or not JSON is a reject, not the run's end."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                detail = f"not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1})"
+                yield where, _reject(path.stem, where, "bad_input", detail, raw.decode("utf-8", "replace").strip())
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as error:
@@ -108,6 +115,8 @@ def _json_list_records(path: Path) -> Iterator[tuple[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"problem source {path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"problem source {path}: not UTF-8 text (byte offset {error.start})") from None
     if not isinstance(data, list):
         raise ValueError(f"problem source {path}: a .json source must hold a list of objects, got {type(data).__name__}")
     for number, record in enumerate(data):

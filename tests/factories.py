@@ -161,3 +161,13 @@ def manifest_stats(m: Manifest) -> dict:
     """The manifest's statistics, keyed like :func:`expected_stats`."""
     return {k: m.stats[k] for k in expected_stats()}
 
+
+
+def two_version_store(root) -> ShardStore:
+    """A store with v0001 (run r1: shards a0, a1) and v0002 (+ run r2: shard b0), 5 solutions per shard."""
+    store = ShardStore(root)
+    for run_id, shards in (("r1", ("a0", "a1")), ("r2", ("b0",))):
+        for shard_id in shards:
+            stage_shard(store, run_id, shard_id)
+        commit_run(store, run_id)
+    return store

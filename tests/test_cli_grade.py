@@ -43,3 +43,24 @@ def test_inspect_of_an_empty_directory_says_so(tmp_path):
     assert result.exit_code == 1 and "no committed version yet" in result.output
     missing = CliRunner().invoke(app, ["inspect", str(tmp_path / "nope"), "--json"])
     assert missing.exit_code == 2 and "no such directory" in missing.output
+
+
+def test_evaluate_scores_each_file_and_writes_predictions(tmp_path):
+    """sympy needs no engine: it predicts the first step it refutes. Two files, so overall (mean of files)
+    and pooled are both reported; the loop lives in steplabel.labelling.evaluate.evaluate_files."""
+    wrong = {"id": "w", "problem": "p", "steps": ["2 + 2 = 4", "4 * 3 = 13", "so 13"], "label": 1}
+    right = {"id": "r", "problem": "p", "steps": ["2 + 2 = 4", "4 * 3 = 12"], "label": -1}
+    missed = {"id": "m", "problem": "p", "steps": ["the answer is seven"], "label": 0}
+    one, two = tmp_path / "a.jsonl", tmp_path / "b.json"
+    one.write_text("\n".join(json.dumps(r) for r in (wrong, right)) + "\n")
+    two.write_text(json.dumps([missed, right]))
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(app, ["evaluate", "-b", str(one), "-b", str(two), "-m", "sympy", "--json",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["files"][str(one)]["f1"] == 1.0 and report["files"][str(two)]["f1"] == 0.0
+    assert report["overall"]["f1"] == 0.5 and report["pooled"]["acc_err"] == 0.5
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"id": "w", "label": 1, "predicted": 1}, {"id": "r", "label": -1, "predicted": -1},
+        {"id": "m", "label": 0, "predicted": -1}, {"id": "r", "label": -1, "predicted": -1}]

@@ -83,3 +83,20 @@ def test_json_list_source_and_a_non_list_json(tmp_path):
     bad.write_text(json.dumps({"question": "A?"}))
     with pytest.raises(ValueError, match="must hold a list of objects"):
         load_problems(FileSource(path=str(bad)))
+
+
+def test_a_non_utf8_line_is_a_bad_input_reject_naming_file_and_line(tmp_path):
+    path = tmp_path / "latin.jsonl"
+    good = json.dumps({"question": "Q1 apples?", "answer": "#### 7"}).encode()
+    path.write_bytes(good + b"\n" + b'{"question": "caf\xe9?", "answer": "#### 1"}\n' + b"\n" + good.replace(b"Q1", b"Q2") + b"\n")
+    problems, rejects = load_problems(FileSource(kind="file", path=str(path), answer_style="gsm8k"))
+    assert [p.question for p in problems] == ["Q1 apples?", "Q2 apples?"]
+    assert [(r.reason, r.detail) for r in rejects] == [("bad_input", f"{path}:2: not UTF-8 text (byte 0xe9 at column 18)")]
+    assert "caf\ufffd?" in rejects[0].payload
+
+
+def test_a_non_utf8_json_list_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin.json"
+    path.write_bytes(b'[{"question": "caf\xe9?", "answer": "1"}]')
+    with pytest.raises(ValueError, match=r"latin.json: not UTF-8 text \(byte offset 18\)"):
+        load_problems(FileSource(kind="file", path=str(path)))

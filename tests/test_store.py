@@ -306,8 +306,52 @@ def test_a_column_added_later_reads_as_null_in_older_shards(tmp_path: Path):
     commit_run(store, "r1")
     old_file = tmp_path / store.manifest().tables[STEP_LABELS][0].path
     pq.write_table(pq.read_table(old_file).drop_columns(["tool_checks"]), old_file)  # as an older version wrote it
+    manifest_file = tmp_path / "versions" / "v0001.json"  # ... and recorded it
+    manifest = json.loads(manifest_file.read_text())
+    manifest["tables"][STEP_LABELS][0].update(bytes=old_file.stat().st_size, sha256=store.fs.sha256(str(old_file)))
+    manifest_file.write_text(json.dumps(manifest))
     stage_shard(store, "r2", "new")
     commit_run(store, "r2")
     rows = store.read(STEP_LABELS)
     assert rows.height == 10 and rows.columns == STEP_LABELS_SCHEMA.names
     assert rows.filter(pl.col("shard_id") == "old")["tool_checks"].null_count() == 5
+
+
+def test_reads_check_files_against_the_manifest_and_commit_removes_dead_temporaries(tmp_path: Path):
+    """A shard copied over another (the same size or not) is an error on read, never extra rows; a
+    killed commit's ``*.tmp-*`` files are gone after the next commit."""
+    store = ShardStore(tmp_path)
+    for shard in ("a", "b"):
+        stage_shard(store, "r1", shard)
+    commit_run(store, "r1")
+    entries = store.manifest().tables[STEP_LABELS]
+    first, second = (tmp_path / e.path for e in entries)
+    original = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    with pytest.raises(StoreError, match=r"shard file .* has (\d+ bytes|sha256 \w+), its manifest records"):
+        store.read(STEP_LABELS)
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    first.write_bytes(bytes(flipped))  # same size: only the hash tells
+    store.scan(STEP_LABELS)  # lazily: sizes checked, contents not read
+    with pytest.raises(StoreError, match=r"has sha256 \w+, its manifest records " + entries[0].sha256):
+        store.read(STEP_LABELS)
+    assert store.verify() == [f"shard file {first} has sha256 {store.fs.sha256(str(first))}, its manifest records {entries[0].sha256}"]
+    first.write_bytes(original)
+    assert store.verify() == [] and store.read(STEP_LABELS).height == 10
+
+    (tmp_path / "versions" / "v0002.json.tmp-99-deadbeef").write_text("{half")
+    (tmp_path / "LATEST.tmp-99-deadbeef").write_text("v00")
+    stage_shard(store, "r2", "c")
+    commit_run(store, "r2")
+    assert not list(tmp_path.rglob("*.tmp-*")) and store.versions() == ["v0001", "v0002"]
+
+
+def test_inspect_json_of_a_folder_that_is_not_a_dataset_fails(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from steplabel.cli.main import app
+
+    (tmp_path / "notes.txt").write_text("hello")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path), "--json"])
+    assert result.exit_code == 1 and result.output.startswith("error:") and "not a steplabel dataset" in result.output
