@@ -39,7 +39,10 @@ from fractions import Fraction
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pydantic import Field
+
 from steplabel.rollouts.answers import ExtractedAnswer, extract_answer
+from steplabel.storage.strict import StrictConfig
 
 LAYERS: tuple[str, ...] = (
     "no_answer", "string", "numeric", "equations", "math_verify", "interval", "family", "timeout", "unparsable",
@@ -136,16 +139,16 @@ def _parse_number(s: str) -> _Number | None:
     if m is None:
         return None
     pct = bool(m.group("pct"))
-    if m.group("num") is not None:
-        text = m.group("num")
-        return _Number(Fraction(text), approx=not text.lstrip("+-").isdigit(), percent=pct)
-    try:
+    try:  # int() refuses literals over sys.get_int_max_str_digits() (4,300): such an answer is not a plain number
+        if m.group("num") is not None:
+            text = m.group("num")
+            return _Number(Fraction(text), approx=not text.lstrip("+-").isdigit(), percent=pct)
         if m.group("a") is not None:
             value = Fraction(int(m.group("a")), int(m.group("b")))
         else:
             value = Fraction(int(m.group("fa")), int(m.group("fb")))
             value = -value if m.group("sign") else value
-    except ZeroDivisionError:
+    except (ZeroDivisionError, ValueError):
         return None
     return _Number(value, approx=False, percent=pct)
 
@@ -406,6 +409,12 @@ class _Worker:
 # ---------------------------------------------------------------------------
 # Grader
 # ---------------------------------------------------------------------------
+
+
+class GradingConfig(StrictConfig):
+    """The run's ``grading:`` section. ``timeout_s`` can change a verdict, so it is part of the config hash."""
+
+    timeout_s: float = Field(5.0, gt=0)
 
 
 class Grader:

@@ -218,3 +218,11 @@ def test_grader_is_thread_safe() -> None:
             results = list(pool.map(run, cases * 2))
     assert [v for v, _ in results] == [Verdict(c[2], c[3]) for c in cases * 2]
     assert all(name != "MainThread" for _, name in results)
+
+
+def test_a_number_past_pythons_digit_limit_is_graded_not_raised():
+    """int() refuses literals over 4,300 digits; such an answer is unparsable (or equal as a string), never a crash."""
+    big = "9" * 5000
+    with Grader() as grader:
+        assert grader.grade(big, "5") == Verdict(False, "unparsable")
+        assert grader.grade(big, big) == Verdict(True, "string")
