@@ -355,3 +355,27 @@ def test_inspect_json_of_a_folder_that_is_not_a_dataset_fails(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello")
     result = CliRunner().invoke(app, ["inspect", str(tmp_path), "--json"])
     assert result.exit_code == 1 and result.output.startswith("error:") and "not a steplabel dataset" in result.output
+
+
+def test_a_version_never_holds_one_solution_twice(tmp_path: Path):
+    """A later run that labels solutions the version already has (or repeats one within the commit) adds only
+    the new ones; the repeats become duplicate_solution rejects at stage commit, and the stats follow the rows."""
+    store = ShardStore(tmp_path)
+    stage_shard(store, "r1", "s0", n=5)
+    commit_run(store, "r1")
+
+    again = make_step_label_rows(6, run_id="r2", shard_id="s9")
+    ids = ["s0-sol0", "s0-sol1", "s0-sol2", "s9-new0", "s9-new1", "s9-new0"]  # 3 already in v1, 1 repeated here
+    again = again.set_column(again.schema.get_field_index("solution_id"), "solution_id", pa.array(ids))
+    store.stage("r2", "s9", {STEP_LABELS: again})
+    v2 = commit_run(store, "r2")
+
+    rows = store.read()
+    assert rows.height == 7 and rows["solution_id"].n_unique() == 7
+    assert sorted(rows.filter(pl.col("shard_id") == "s9")["solution_id"].to_list()) == ["s9-new0", "s9-new1"]
+    rejects = store.read(REJECTS).filter(pl.col("reason") == "duplicate_solution")
+    assert sorted(rejects["solution_id"].to_list()) == ["s0-sol0", "s0-sol1", "s0-sol2", "s9-new0"]
+    assert set(rejects["stage"]) == {"commit"} and set(rejects["shard_id"]) == {"s9"}
+    assert "already labelled in version v0001" in rejects.filter(pl.col("solution_id") == "s0-sol0")["detail"][0]
+    assert v2.stats["solutions"] == 7 and v2.stats["steps"] == rows["labels"].list.len().sum()
+    assert store.verify() == []
