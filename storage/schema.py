@@ -1,4 +1,4 @@
-"""Arrow schemas of the two tables (DESIGN.md section 3).
+"""Arrow schemas of the two tables; docs/data-format.md describes every column.
 
 ``step_labels`` holds one row per labelled solution, a superset of TRL's stepwise-supervision format
 (``prompt``, ``completions``, ``labels`` as booleans, never floats). ``rejects`` holds every item that did
