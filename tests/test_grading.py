@@ -1,4 +1,5 @@
-"""Layered grader regression corpus (the traps Math-Verify and PRM graders are known to fall into; docs/grading.md) plus timeout / thread-safety checks.
+"""Layered grader regression corpus (the traps Math-Verify and PRM graders are known to fall into;
+docs/grading.md) plus timeout / thread-safety checks.
 
 Observed Math-Verify 0.9.0 behaviour this corpus pins (gold first):
 * ``verify(1/2006!, 1/2004!)`` and ``verify(1/2^98, 1/2^99)`` are True (6-decimal
