@@ -210,7 +210,8 @@ def run_phase(args: argparse.Namespace, url: str, scheduling: str, in_flight: in
     labels: dict[str, tuple] = {}
 
     def one(plan: ShardPlan) -> None:
-        tables, _ = label_shard(plan, config, ctx, policy=engine, completer=engine, grader=grader)
+        tables, _ = label_shard(plan, config, ctx, policy=engine, completer=engine, grader=grader,
+                                scheduling=config.orchestration.scheduling)
         for row in tables[STEP_LABELS].select(["solution_id", "labels", "mc_scores"]).to_pylist():
             labels[row["solution_id"]] = (row["labels"], row["mc_scores"])
 

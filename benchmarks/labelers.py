@@ -36,13 +36,14 @@ from benchmarks.simulated_policy import (  # noqa: E402
     sample_solutions,
 )
 from steplabel.labelers.base import Dropped  # noqa: E402
-from steplabel.labelers.driver import RolloutSampling, WaveDriver  # noqa: E402
+from steplabel.labelers.driver import WaveDriver  # noqa: E402
 from steplabel.labelers.math_shepherd_config import MathShepherdConfig  # noqa: E402
 from steplabel.labelers.omegaprm_config import OmegaPRMConfig  # noqa: E402
 from steplabel.labelers.registry import make_labeler  # noqa: E402
 from steplabel.labelers.rpe_config import RPEConfig  # noqa: E402
 from steplabel.labelers.scan_config import ScanConfig  # noqa: E402
 from steplabel.labelling.evaluate import processbench_metrics  # noqa: E402
+from steplabel.rollouts.sampling_params import SamplingParams  # noqa: E402
 
 NOISE_LEVELS = {"low": 0.03, "moderate": 0.1, "high": 0.2}
 
@@ -69,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     problems = make_problems(args.problems, seed=args.seed)
-    sampling = RolloutSampling(temperature=1.0, top_p=1.0, max_tokens=256, stop=(), base_seed=args.seed)
+    sampling = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=256)
     rows = []
     checks: dict[str, object] = {}
     for level, noise in NOISE_LEVELS.items():
@@ -79,7 +80,7 @@ def main() -> None:
         truth = {s.task.solution_id: s.first_error for s in solutions}
         for name, config in labelers(args.k).items():
             started = time.perf_counter()
-            result = WaveDriver(policy, build_prompt, judge, sampling).run(
+            result = WaveDriver(policy, build_prompt, judge, sampling, base_seed=args.seed).run(
                 tasks, make_labeler(config, step_format=STEP_FORMAT))  # type: ignore[arg-type]
             seconds = time.perf_counter() - started
             assert not result.failures, result.failures

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.reporting import show_and_save  # noqa: E402
-from steplabel.flows.config import FEWSHOT_STEPS_TEMPLATE, parse_config  # noqa: E402
+from steplabel.flows.config import parse_config  # noqa: E402
 from steplabel.labelling.shard import RunContext, label_shard, plan_shards  # noqa: E402
 from steplabel.rollouts.engines.base import GenerationRequest, derive_seed, sample_seed  # noqa: E402
 from steplabel.rollouts.engines.llama_cpp_engine import (  # noqa: E402
@@ -35,6 +35,7 @@ from steplabel.rollouts.engines.llama_cpp_engine import (  # noqa: E402
     default_threads,
 )
 from steplabel.rollouts.grading import Grader  # noqa: E402
+from steplabel.rollouts.prompts import FEWSHOT_STEPS_TEMPLATE  # noqa: E402
 from steplabel.rollouts.sources import load_problems  # noqa: E402
 from steplabel.storage.store import ShardStore  # noqa: E402
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class CodeVerifierConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CodeVerifierConfig(StrictConfig):
     max_tokens: int = Field(768, ge=16, description="generation budget of the model's analysis + check")
     temperature: float = Field(0.0, ge=0, description="0 = greedy: one deterministic check per step")
     top_p: float = Field(1.0, gt=0, le=1)

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class ConsensusConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ConsensusConfig(StrictConfig):
     mode: Literal["first_error", "genprm"] = Field(
         "first_error", description="first_error: compare first-error positions (Qwen); genprm: every step label"
     )

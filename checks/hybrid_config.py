@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class HybridConfig(BaseModel):
+class HybridConfig(StrictConfig):
     """On by default (``verification.hybrid: {}``); ``null`` exports the labeler's labels as they are."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bad_after_refuted: bool = Field(
         True,

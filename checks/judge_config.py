@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from steplabel.storage.strict import StrictConfig
 
 DEFAULT_JUDGE_TEMPLATE = (
     "Below is a math problem and a proposed solution. The solution is split into paragraphs; each paragraph "
@@ -51,9 +53,7 @@ GREEDY_TEMPERATURE = 0.0
 VOTING_TEMPERATURE = 0.7
 
 
-class JudgeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class JudgeConfig(StrictConfig):
     name: Literal["judge"] = "judge"
     samples: int = Field(1, ge=1, description="judgements per solution, plurality vote (ProcessBench open models: 8)")
     temperature: float = Field(

@@ -6,12 +6,12 @@ that trades recall for precision defaults to the safe side.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class SympyVerifierConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SympyVerifierConfig(StrictConfig):
     rel_tol: float = Field(1e-9, ge=0, description="relative tolerance of a numeric equality (irrationals, floats)")
     abs_tol: float = Field(1e-12, ge=0, description="absolute tolerance, for values near zero")
     allow_rounding: bool = Field(

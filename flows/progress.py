@@ -1,6 +1,8 @@
 """Progress events from shard tasks to whoever shows them (the CLI's rich bar, Prefect logs).
 
-Flow parameters must be serialisable, so the listener is registered here instead of passed in.
+Flow parameters must be serialisable, so the listener is registered here instead of passed in. The flow
+emits the run and shard events itself, so they arrive whatever runner labels the shards; ``wave`` events
+come from the labelling task and reach only listeners in its process (the thread runner's).
 """
 
 from __future__ import annotations

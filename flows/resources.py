@@ -3,66 +3,51 @@
 A model is loaded once per process and reused by every shard; the policy and the completer share one
 engine when their configs are equal. Users hold them with :func:`held`; the last holder out closes them,
 so one flow finishing does not pull the model from under another flow in the same process (``serve``).
+A process where no flow runs (a Dask or Ray worker) keeps them until it exits (:func:`hold_for_worker`).
+
+Engines are built from their config by name, never shipped as live objects, so every worker process can
+build its own: ``STEPLABEL_ENGINE_FACTORY=module:function`` replaces the built-in kinds with
+``function(engine_config) -> Engine`` (how the tests run a scripted engine on Dask workers).
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from steplabel.flows.config import EngineConfig, GradingConfig
 from steplabel.rollouts.engines.base import Engine
-from steplabel.rollouts.grading import Grader
+from steplabel.rollouts.engines.registry import EngineConfig, build_engine
+from steplabel.rollouts.grading import Grader, GradingConfig
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _graders: dict[float, Grader] = {}
 _holders = 0
-
-
-def build_engine(config: EngineConfig) -> Engine:
-    if config.kind == "llama_cpp":
-        from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
-
-        return LlamaCppEngine(config.model_path, n_ctx=config.n_ctx, n_threads=config.n_threads)
-    if config.kind == "openai":
-        from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine
-
-        return OpenAICompatEngine(
-            base_urls=config.base_urls,
-            model=config.model,
-            max_concurrency=config.max_concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            api_key=os.environ.get(config.api_key_env) if config.api_key_env else None,
-            split_n=config.split_n,
-        )
-    if config.kind == "vllm":
-        from steplabel.rollouts.engines.vllm_process import VLLMProcessEngine
-
-        return VLLMProcessEngine(
-            config.model,
-            python=config.python,
-            dtype=config.dtype,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            tensor_parallel_size=config.tensor_parallel_size,
-            enable_prefix_caching=config.enable_prefix_caching,
-            engine_kwargs=config.engine_kwargs,
-        )
-    raise ValueError(f"unknown engine kind {config.kind!r}")
+ENGINE_FACTORY_ENV = "STEPLABEL_ENGINE_FACTORY"
 
 
 def engine_for(config: EngineConfig) -> Engine:
     key = config.model_dump_json()
     with _lock:
         if key not in _engines:
-            _engines[key] = build_engine(config)
+            factory = os.environ.get(ENGINE_FACTORY_ENV)
+            _engines[key] = named_factory(factory)(config) if factory else build_engine(config)
         return _engines[key]
+
+
+def named_factory(name: str) -> Callable[[EngineConfig], Engine]:
+    """``module:function`` imported by name: a worker process builds its engine from the name alone."""
+    module, _, attribute = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"{ENGINE_FACTORY_ENV}={name!r}: cannot import it ({error}); expected module:function") from None
 
 
 def grader_for(config: GradingConfig) -> Grader:
@@ -85,6 +70,24 @@ def held() -> Iterator[None]:
             _holders -= 1
             if _holders == 0:
                 _close_all()
+
+
+def hold_for_worker() -> None:
+    """Where no flow holds the resources (a Dask or Ray worker process runs only tasks), keep them until
+    the process exits: each worker loads its model once instead of once per shard."""
+    global _holders
+    with _lock:
+        if _holders:
+            return
+        _holders = 1
+    atexit.register(_release_worker_hold)
+
+
+def _release_worker_hold() -> None:
+    global _holders
+    with _lock:
+        _holders = 0
+        _close_all()
 
 
 def _close_all() -> None:

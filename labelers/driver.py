@@ -58,6 +58,7 @@ from steplabel.rollouts.engines.base import (
     GenerationResult,
     derive_seed,
 )
+from steplabel.rollouts.sampling_params import SamplingParams
 
 PromptBuilder = Callable[[str, tuple[str, ...]], str]
 """(question, prefix steps) -> the exact text the completer continues."""
@@ -69,15 +70,6 @@ Scheduling = Literal["auto", "wave", "continuous"]
 
 Pending = dict[str, tuple[Any, list[Any]]]
 """run id -> (its generator, the queries it yielded; [] = waiting for its set)."""
-
-
-@dataclass(frozen=True)
-class RolloutSampling:
-    temperature: float
-    top_p: float
-    max_tokens: int
-    stop: tuple[str, ...]
-    base_seed: int
 
 
 @dataclass(frozen=True)
@@ -128,17 +120,21 @@ def _result_of(future: Future) -> GenerationResult:
 
 
 class WaveDriver:
-    """``build_prompt``, ``judge`` and ``sampling`` serve rollout queries; a driver that only runs checks
-    (:meth:`run_checks`) can leave them out. ``scheduling``: see the module docstring."""
+    """``build_prompt``, ``judge`` and ``sampling`` (with the prompt format's ``stop`` strings and the run's
+    ``base_seed``) serve rollout queries; a driver that only runs checks (:meth:`run_checks`) can leave them
+    out. ``scheduling``: see the module docstring."""
 
     def __init__(
         self,
         engine: Engine,
         build_prompt: PromptBuilder | None = None,
         judge: AnswerJudge | None = None,
-        sampling: RolloutSampling | None = None,
+        sampling: SamplingParams | None = None,
         on_wave: Callable[[WaveStats], None] | None = None,
         scheduling: Scheduling = "auto",
+        *,
+        stop: Sequence[str] = (),
+        base_seed: int = 0,
     ) -> None:
         if scheduling not in ("auto", "wave", "continuous"):
             raise ValueError(f"scheduling must be auto, wave or continuous, not {scheduling!r}")
@@ -146,6 +142,8 @@ class WaveDriver:
         self.build_prompt = build_prompt
         self.judge = judge
         self.sampling = sampling
+        self.stop = tuple(stop)
+        self.base_seed = base_seed
         self.on_wave = on_wave
         self.continuous = scheduling == "continuous" or (scheduling == "auto" and prefers_continuous(engine))
 
@@ -155,16 +153,8 @@ class WaveDriver:
         if task is None or self.build_prompt is None or self.sampling is None:
             raise TypeError("a rollout query needs its solution task and the driver's rollout settings")
         prompt = self.build_prompt(task.question, query.steps)
-        s = self.sampling
-        return GenerationRequest(
-            prompt=prompt,
-            n=query.k,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            stop=s.stop,
-            seed=derive_seed(s.base_seed, task.problem_id, prompt),
-        )
+        return self.sampling.request(prompt, n=query.k, stop=self.stop,
+                                     seed=derive_seed(self.base_seed, task.problem_id, prompt))
 
     def _outcome(self, task: SolutionTask | None, query: RolloutQuery | GenerationRequest,
                  gen: GenerationResult) -> RolloutOutcome | TextOutcome:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class MathShepherdConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MathShepherdConfig(StrictConfig):
     name: Literal["math_shepherd"] = "math_shepherd"
     k: int = Field(8, ge=1, description="rollouts per step prefix (paper: N = 8)")
     label_mode: Literal["hard", "soft"] = Field(

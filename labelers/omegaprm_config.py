@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class OmegaPRMConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class OmegaPRMConfig(StrictConfig):
     name: Literal["omegaprm"] = "omegaprm"
     mode: Literal["binary_search", "tree"] = Field(
         "binary_search",

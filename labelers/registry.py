@@ -1,8 +1,12 @@
-"""Labeler configs by name -> labeler instances."""
+"""Labelers by name -> (config class, labeler class). Adding a labeler is its module, its config module and
+one line here; the run config's ``labeler`` union and ``steplabel evaluate --method`` follow."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated, Any, Union
+
+from pydantic import Field
 
 from steplabel.labelers.base import Labeler
 from steplabel.labelers.math_shepherd import MathShepherdLabeler
@@ -14,17 +18,19 @@ from steplabel.labelers.rpe_config import RPEConfig
 from steplabel.labelers.scan import ScanLabeler
 from steplabel.labelers.scan_config import ScanConfig
 
-AnyLabelerConfig = MathShepherdConfig | OmegaPRMConfig | ScanConfig | RPEConfig
-
-LABELERS = {
+LABELERS: dict[str, tuple[type[Any], type[Labeler]]] = {
     "math_shepherd": (MathShepherdConfig, MathShepherdLabeler),
     "omegaprm": (OmegaPRMConfig, OmegaPRMLabeler),
     "scan": (ScanConfig, ScanLabeler),
     "rpe": (RPEConfig, RPELabeler),
 }
 
+# A union built from the registry: pydantic picks the member by ``name``.
+LabelerConfig = Annotated[Union[tuple(config for config, _ in LABELERS.values())], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
 
-def make_labeler(config: AnyLabelerConfig, *, step_format: str | None = None, chunk_words: int | None = None,
+
+def make_labeler(config: MathShepherdConfig | OmegaPRMConfig | ScanConfig | RPEConfig, *,
+                 step_format: str | None = None, chunk_words: int | None = None,
                  policy_samples: Mapping[str, tuple[int, int]] | None = None) -> Labeler:
     """A fresh labeler for one shard run (SCAN caches per-problem self-confidence in the instance).
 

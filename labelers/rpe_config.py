@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class RPEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RPEConfig(StrictConfig):
     name: Literal["rpe"] = "rpe"
     k: int = Field(8, ge=1, description="rollouts per step prefix and for the question's MC")
     threshold: float = Field(0.8, gt=0, description="epsilon: label = MC(t+1)/MC(t) >= threshold (GenPRM: 0.8)")

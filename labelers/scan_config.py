@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from steplabel.storage.strict import StrictConfig
 
 
-class ScanConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ScanConfig(StrictConfig):
     name: Literal["scan"] = "scan"
     k: int = Field(8, ge=1, description="rollouts per scanned prefix (code: 8)")
     sc_samples: int = Field(32, ge=1, description="policy samples behind SC (paper: 128)")

@@ -34,15 +34,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from steplabel.labelling.shard import rollout_driver
-from steplabel.labelers.base import Dropped, SolutionTask, StepLabels
 from steplabel.checks.hybrid import combine
 from steplabel.checks.hybrid_config import HybridConfig
 from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
 from steplabel.checks.judge_config import JudgeConfig
-from steplabel.labelers.registry import LABELERS, make_labeler
 from steplabel.checks.sympy_verifier import verify_solution
 from steplabel.checks.sympy_verifier_config import SympyVerifierConfig
+from steplabel.labelers.base import Dropped, SolutionTask, StepLabels
+from steplabel.labelers.registry import LABELERS, make_labeler
+from steplabel.labelling.config import LabellingConfig
+from steplabel.labelling.shard import rollout_driver
 from steplabel.rollouts.engines.base import Engine
 from steplabel.rollouts.grading import Grader
 
@@ -144,7 +145,7 @@ def evaluate_files(
     method: str,
     engine: Engine | None,
     grader: Grader | None,
-    config: Any,
+    config: LabellingConfig,
     sink: Any = None,
 ) -> dict[str, Any]:
     """Predict and score every benchmark file: ``{method, files: {name: metrics}, overall, pooled}``.
@@ -188,18 +189,12 @@ def _need_engine(engine: Engine | None, method: str) -> Engine:
     return engine
 
 
-def _sympy_config(config: Any, override: SympyVerifierConfig | None) -> SympyVerifierConfig:
-    if override is not None:
-        return override
-    verification = getattr(config, "verification", None)
-    return getattr(verification, "sympy", None) or SympyVerifierConfig()
+def _sympy_config(config: LabellingConfig, override: SympyVerifierConfig | None) -> SympyVerifierConfig:
+    return override or config.verification.sympy or SympyVerifierConfig()
 
 
-def _hybrid_config(config: Any, override: HybridConfig | None) -> HybridConfig:
-    if override is not None:
-        return override
-    verification = getattr(config, "verification", None)
-    return getattr(verification, "hybrid", None) or HybridConfig()
+def _hybrid_config(config: LabellingConfig, override: HybridConfig | None) -> HybridConfig:
+    return override or config.verification.hybrid or HybridConfig()
 
 
 def predict_first_errors(
@@ -207,14 +202,14 @@ def predict_first_errors(
     method: str,
     engine: Engine | None,
     grader: Grader | None,
-    config: Any,
+    config: LabellingConfig,
     *,
     judge_config: JudgeConfig | None = None,
     sympy_config: SympyVerifierConfig | None = None,
     hybrid_config: HybridConfig | None = None,
     mc_method: str | None = None,
 ) -> list[Prediction]:
-    """First-error predictions of ``method`` for ``records`` (``config``: a :class:`steplabel.flows.config.RunConfig`).
+    """First-error predictions of ``method`` for ``records`` (``config``: the run config).
 
     MC labelers: ``config.labeler`` is used when its name matches ``method``, else that labeler's
     defaults. Prompts, step joining, rollout sampling and the seed come from ``config``. Each record
@@ -260,12 +255,11 @@ def predict_first_errors(
 
 
 def _judge_predictions(
-    records: Sequence[dict], engine: Engine, config: Any, judge_config: JudgeConfig | None
+    records: Sequence[dict], engine: Engine, config: LabellingConfig, judge_config: JudgeConfig | None
 ) -> list[int | None]:
-    stage = getattr(config, "judge", None)
-    cfg = judge_config or (stage.critic if stage is not None else None) or JudgeConfig()
+    cfg = judge_config or (config.judge.critic if config.judge is not None else None) or JudgeConfig()
     items = [JudgeItem(f"r{i}", r["problem"], tuple(r["steps"])) for i, r in enumerate(records)]
-    verdicts = judge_solutions(engine, items, cfg, base_seed=getattr(config, "seed", 0))
+    verdicts = judge_solutions(engine, items, cfg, base_seed=config.seed)
     out: list[int | None] = []
     for index, item in enumerate(items):
         verdict = verdicts[item.solution_id]
@@ -276,7 +270,7 @@ def _judge_predictions(
 
 
 def _mc_labels(
-    records: Sequence[dict], method: str, engine: Engine, grader: Grader | None, config: Any
+    records: Sequence[dict], method: str, engine: Engine, grader: Grader | None, config: LabellingConfig
 ) -> list[StepLabels | Dropped]:
     """Run MC labeler ``method`` over the records; one :class:`StepLabels` (or :class:`Dropped`) per record,
     in order."""

@@ -14,29 +14,25 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from steplabel.flows.config import RunConfig, code_version
-from steplabel.labelers.base import Dropped, SolutionTask, StepLabels, first_false
 from steplabel.checks.code_verifier import CodeVerdict, code_check_run
 from steplabel.checks.consensus import consensus
-from steplabel.labelers.driver import RolloutSampling, WaveDriver, WaveStats
 from steplabel.checks.hybrid import combine
 from steplabel.checks.hybrid_config import HybridConfig
 from steplabel.checks.judge import JudgeFailure, JudgeItem, judge_solutions
+from steplabel.checks.sympy_verifier import verify_solution
+from steplabel.labelers.base import Dropped, SolutionTask, StepLabels, first_false
+from steplabel.labelers.driver import Scheduling, WaveDriver, WaveStats
 from steplabel.labelers.registry import make_labeler
 from steplabel.labelers.scan import policy_pass_counts
-from steplabel.checks.sympy_verifier import verify_solution
+from steplabel.labelling.config import LabellingConfig
 from steplabel.rollouts.answers import extract_answer
 from steplabel.rollouts.engines.base import Engine
 from steplabel.rollouts.grading import Grader
 from steplabel.rollouts.prompts import prefix_prompt
-from steplabel.rollouts.sampling import (
-    SampledSolution,
-    SampleReject,
-    SolutionSampling,
-    sample_solutions,
-)
+from steplabel.rollouts.sampling import SampledSolution, SampleReject, sample_solutions
 from steplabel.rollouts.sources import Problem, SourceReject
 from steplabel.storage.schema import REJECTS, REJECTS_SCHEMA, STEP_LABELS, STEP_LABELS_SCHEMA
+from steplabel.storage.strict import code_version
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,7 @@ def _sample_reject_row(r: SampleReject, ctx: RunContext, shard_id: str) -> dict:
                        payload=r.payload, tokens=r.tokens)
 
 
-def _label_row(sol: SampledSolution, labels: StepLabels, config: RunConfig, ctx: RunContext, shard_id: str,
+def _label_row(sol: SampledSolution, labels: StepLabels, config: LabellingConfig, ctx: RunContext, shard_id: str,
                policy_model: str, completer_model: str) -> dict:
     return {
         "problem_id": sol.problem.problem_id,
@@ -153,7 +149,7 @@ def filter_reason(labels: StepLabels | Dropped) -> str | None:
     return labels.reason if isinstance(labels, Dropped) else None
 
 
-def verify_rows(rows: list[dict], config: RunConfig, code_engine: Engine | None = None) -> None:
+def verify_rows(rows: list[dict], config: LabellingConfig, code_engine: Engine | None = None) -> None:
     """Tool verification of labelled rows: sympy verdicts per step, then (if configured) sandboxed
     model-written code checks for the steps sympy left unknown, every row's checks in one wave of the
     driver; optionally merged into the labels."""
@@ -234,7 +230,7 @@ def truncate_steps(row: dict, n_steps: int) -> None:
         row["tool_checks"] = json.dumps([c for c in json.loads(row["tool_checks"]) if c["step"] < n_steps])
 
 
-def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:
+def verify_table(table: pa.Table, config: LabellingConfig) -> pa.Table:
     """Tool verification of labelled rows that were staged unverified (the engine-free finishing stage)."""
     rows = table.to_pylist()
     verify_rows(rows, config)
@@ -242,7 +238,7 @@ def verify_table(table: pa.Table, config: RunConfig) -> pa.Table:
 
 
 def judge_and_filter(
-    label_rows: list[dict], config: RunConfig, ctx: RunContext, shard_id: str, judge: Engine
+    label_rows: list[dict], config: LabellingConfig, ctx: RunContext, shard_id: str, judge: Engine
 ) -> tuple[list[dict], list[dict]]:
     """Judge every labelled row in one wave of the driver; keep the rows where judge and MC agree.
 
@@ -297,7 +293,8 @@ def rollout_judge(grader: Grader) -> Callable[[str, str], bool]:
 
 
 def rollout_driver(
-    config: RunConfig, completer: Engine, grader: Grader, on_wave: Callable[[WaveStats], None] | None = None
+    config: LabellingConfig, completer: Engine, grader: Grader, on_wave: Callable[[WaveStats], None] | None = None,
+    scheduling: Scheduling = "auto",
 ) -> WaveDriver:
     """The wave driver a run's labeler uses: the run's prompt, rollout sampling and grader."""
     prompt = config.prompt
@@ -305,15 +302,11 @@ def rollout_driver(
         completer,
         build_prompt=lambda question, steps: prefix_prompt(prompt.template, question, steps, prompt.step_format),
         judge=rollout_judge(grader),
-        sampling=RolloutSampling(
-            temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p,
-            max_tokens=config.rollout.max_tokens,
-            stop=tuple(prompt.stop),
-            base_seed=config.seed,
-        ),
+        sampling=config.rollout,
         on_wave=on_wave,
-        scheduling=config.orchestration.scheduling,
+        scheduling=scheduling,
+        stop=prompt.stop,
+        base_seed=config.seed,
     )
 
 
@@ -332,7 +325,7 @@ class ShardReport:
 
 def label_shard(
     plan: ShardPlan,
-    config: RunConfig,
+    config: LabellingConfig,
     ctx: RunContext,
     *,
     policy: Engine,
@@ -341,20 +334,12 @@ def label_shard(
     judge: Engine | None = None,
     on_wave: Callable[[WaveStats], None] | None = None,
     verify: bool = True,
+    scheduling: Scheduling = "auto",
 ) -> tuple[dict[str, pa.Table], ShardReport]:
-    """Sample, label and build both tables for one shard."""
-    spec = SolutionSampling(
-        template=config.prompt.template,
-        step_format=config.prompt.step_format,
-        chunk_words=config.prompt.chunk_words,
-        stop=tuple(config.prompt.stop),
-        num_solutions=config.sampling.num_solutions,
-        temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p,
-        max_tokens=config.sampling.max_tokens,
-        base_seed=config.seed,
-    )
-    solutions, sample_rejects = sample_solutions(policy, grader, plan.problems, spec)
+    """Sample, label and build both tables for one shard. ``scheduling`` (the run's
+    ``orchestration.scheduling``) changes how the engine is fed, never the rows."""
+    solutions, sample_rejects = sample_solutions(policy, grader, plan.problems, config.prompt, config.sampling,
+                                                 config.seed)
     tasks = [
         SolutionTask(s.solution_id, s.problem.problem_id, s.problem.question, s.problem.reference, s.steps,
                      s.verdict.correct)
@@ -362,7 +347,7 @@ def label_shard(
     ]
     labeler = make_labeler(config.labeler, step_format=config.prompt.step_format, chunk_words=config.prompt.chunk_words,
                            policy_samples=policy_pass_counts(solutions, sample_rejects))
-    outcome = rollout_driver(config, completer, grader, on_wave).run(tasks, labeler)
+    outcome = rollout_driver(config, completer, grader, on_wave, scheduling).run(tasks, labeler)
 
     label_rows, reject_rows = [], [_sample_reject_row(r, ctx, plan.shard_id) for r in sample_rejects]
     for sol in solutions:

@@ -10,24 +10,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from steplabel.rollouts.engines.base import Engine, GenerationRequest, derive_seed
+from steplabel.rollouts.engines.base import Engine, derive_seed
 from steplabel.rollouts.grading import Grader, Verdict
-from steplabel.rollouts.prompts import solution_prompt
+from steplabel.rollouts.prompts import PromptConfig, solution_prompt
+from steplabel.rollouts.sampling_params import SamplingConfig
 from steplabel.rollouts.sources import Problem
 from steplabel.rollouts.steps import split_steps
-
-
-@dataclass(frozen=True)
-class SolutionSampling:
-    template: str
-    step_format: str
-    chunk_words: int
-    stop: tuple[str, ...]
-    num_solutions: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    base_seed: int
 
 
 @dataclass(frozen=True)
@@ -64,18 +52,13 @@ def solution_id(problem_id: str, text: str) -> str:
 
 
 def sample_solutions(
-    engine: Engine, grader: Grader, problems: Sequence[Problem], spec: SolutionSampling
+    engine: Engine, grader: Grader, problems: Sequence[Problem], prompt: PromptConfig, sampling: SamplingConfig,
+    base_seed: int,
 ) -> tuple[list[SampledSolution], list[SampleReject]]:
+    """``sampling.num_solutions`` samples per problem, cut into steps by ``prompt``'s format and graded."""
     requests = [
-        GenerationRequest(
-            prompt=solution_prompt(spec.template, p.question),
-            n=spec.num_solutions,
-            max_tokens=spec.max_tokens,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            stop=spec.stop,
-            seed=derive_seed(spec.base_seed, p.problem_id, "solutions"),
-        )
+        sampling.request(solution_prompt(prompt.template, p.question), n=sampling.num_solutions, stop=prompt.stop,
+                         seed=derive_seed(base_seed, p.problem_id, "solutions"))
         for p in problems
     ]
     solutions: list[SampledSolution] = []
@@ -98,11 +81,11 @@ def sample_solutions(
                 continue
             seen.add(sid)
             if completion.finish_reason == "length":
-                reject("truncated", f"hit max_tokens={spec.max_tokens} before finishing")
+                reject("truncated", f"hit max_tokens={sampling.max_tokens} before finishing")
                 continue
-            steps = tuple(split_steps(text, spec.step_format, spec.chunk_words))
+            steps = tuple(split_steps(text, prompt.step_format, prompt.chunk_words))
             if not steps:
-                reject("no_steps", f"no steps found with step_format={spec.step_format!r}")
+                reject("no_steps", f"no steps found with step_format={prompt.step_format!r}")
                 continue
             extracted, verdict = grader.grade_response(text, problem.reference)
             if extracted is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from steplabel.rollouts.answers import reference_answer
 from steplabel.rollouts.builtin_problems import generate_problems
+from steplabel.rollouts.sources_config import BuiltinSource, FileSource, HubSource
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ def _limited(records: Iterator[tuple[str, Any]], limit: int | None) -> Iterator[
         yield item
 
 
-def load_problems(source_config: Any) -> tuple[list[Problem], list[SourceReject]]:
-    """Read the configured source (see ``steplabel.flows.config`` for the three kinds)."""
+def load_problems(source_config: BuiltinSource | FileSource | HubSource) -> tuple[list[Problem], list[SourceReject]]:
+    """Read the configured source (:mod:`steplabel.rollouts.sources_config` has the three kinds)."""
     kind = source_config.kind
     if kind == "builtin":
         generated = generate_problems(source_config.num_problems, source_config.seed)

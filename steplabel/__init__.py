@@ -26,7 +26,7 @@ _PUBLIC = {
     "ConfigError": "steplabel.flows.config",
     "load_config": "steplabel.flows.config",
     "parse_config": "steplabel.flows.config",
-    "code_version": "steplabel.flows.config",
+    "code_version": "steplabel.storage.strict",
     "pipeline_flow": "steplabel.flows.pipeline",
     "Grader": "steplabel.rollouts.grading",
 }
@@ -35,7 +35,7 @@ __all__ = [*sorted(_PUBLIC), "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        return importlib.import_module("steplabel.flows.config").code_version()
+        return importlib.import_module("steplabel.storage.strict").code_version()
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'steplabel' has no attribute {name!r}")

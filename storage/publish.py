@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from steplabel.storage.exporters import (
     DEFAULT_FORMAT,
@@ -44,6 +44,7 @@ from steplabel.storage.exporters import (
     parse_split_ratio,
 )
 from steplabel.storage.inspection import version_stats
+from steplabel.storage.strict import StrictConfig
 
 __all__ = ["CardOptions", "PublishResult", "build_card", "card_options", "plan_files", "publish", "redact_config"]
 
@@ -116,14 +117,12 @@ _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]+)?$")
 
 
-class CardOptions(BaseModel):
+class CardOptions(StrictConfig):
     """What the publisher says about the data (the rest of the card comes from the version itself).
 
     ``license`` is a Hub license id (``apache-2.0``, ``cc-by-4.0``, ``mit`` ...); ``other`` means a license
     the Hub does not list, named by ``license_name`` and linked by ``license_link`` (both only with
     ``other``). The problems' own license binds the data too: the card says where they came from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     license: str = DEFAULT_LICENSE
     license_name: str | None = None

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from steplabel.labelers.base import SolutionTask
-from steplabel.labelers.driver import DriverResult, RolloutSampling, WaveDriver, prefers_continuous
+from steplabel.labelers.driver import DriverResult, WaveDriver, prefers_continuous
 from steplabel.labelers.math_shepherd import MathShepherdLabeler
 from steplabel.labelers.math_shepherd_config import MathShepherdConfig
 from steplabel.labelers.omegaprm import OmegaPRMLabeler
@@ -30,10 +30,11 @@ from steplabel.rollouts.engines.base import (
 )
 from steplabel.rollouts.engines.openai_compat import OpenAICompatEngine
 from steplabel.rollouts.prompts import prefix_prompt
+from steplabel.rollouts.sampling_params import SamplingParams
 from tests.scripted_engine import ScriptedEngine, seeded_index
 
 TEMPLATE = "Question: {question}\n"
-SAMPLING = RolloutSampling(temperature=0.8, top_p=1.0, max_tokens=64, stop=("\n\n",), base_seed=11)
+SAMPLING = SamplingParams(temperature=0.8, top_p=1.0, max_tokens=64)
 
 
 def judge(text: str, reference: str) -> bool:
@@ -111,7 +112,7 @@ class OutOfOrderEngine:
 
 def driver(engine, scheduling: str = "auto") -> WaveDriver:
     return WaveDriver(engine, lambda q, steps: prefix_prompt(TEMPLATE, q, steps, "step_pattern"), judge, SAMPLING,
-                      scheduling=scheduling)
+                      stop=("\n\n",), base_seed=11, scheduling=scheduling)
 
 
 def fingerprint(result: DriverResult) -> tuple:

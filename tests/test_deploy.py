@@ -36,7 +36,7 @@ def test_deployments_resolve_and_validate(prefect_yaml, monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.templating import apply_values
 
-    from steplabel.storage.store import _check_id
+    from steplabel.storage.staging import _check_id
 
     pools = set()
     for deployment in prefect_yaml["deployments"]:

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `factories
 from factories import two_version_store  # noqa: E402
 
 from steplabel.cli.main import app  # noqa: E402
-from steplabel.flows.config import ConfigError, FileSource, load_config  # noqa: E402
+from steplabel.flows.config import ConfigError, load_config  # noqa: E402
+from steplabel.rollouts.sources_config import FileSource  # noqa: E402
 from steplabel.rollouts.grade_file import grade_lines  # noqa: E402
 from steplabel.rollouts.sources import load_problems  # noqa: E402
 from steplabel.storage.schema import REJECTS, STEP_LABELS  # noqa: E402

@@ -254,8 +254,8 @@ class _FakeStore:
         return self.frames[version].lazy()
 
 
-def test_diff_counts_rows_re_added_under_existing_ids(tmp_path):
-    """A run that re-adds solutions whose ids are already in the version adds rows: +2, not +0."""
+def test_diff_of_a_run_that_re_adds_committed_solutions(tmp_path):
+    """Re-added solutions become commit-stage rejects, so the diff shows +0 solutions and +2 rejects."""
     store = ShardStore(tmp_path)
     store.stage("a", "s0", {"step_labels": make_step_label_rows(4, shard_id="s0")})
     store.commit("a", config={}, config_hash="h", code_version="t")
@@ -264,10 +264,20 @@ def test_diff_counts_rows_re_added_under_existing_ids(tmp_path):
     store.commit("b", config={}, config_hash="h", code_version="t")
     diff = diff_versions(store, "v1", "v2")
     sols = diff["solutions"]
+    assert (sols["added"], sols["removed"], sols["common"], sols["duplicate_ids"]) == (0, 0, 4, 0)
+    assert diff["stats"]["solutions"]["delta"] == 0 and diff["stats"]["rejects"]["delta"] == 2
+    human = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1:v2"])
+    assert "+0 / -0, 0 relabelled (4 common)" in human.output and "0 -> 2 (+2)" in human.output
+
+
+def test_diff_counts_rows_repeated_under_one_id():
+    """A version written before commits deduplicated solutions may repeat an id: each extra row is added."""
+    a = pl.from_arrow(make_step_label_rows(4, shard_id="s0"))
+    b = pl.concat([a, a.head(2).with_columns(shard_id=pl.lit("s1"))])
+    diff = diff_versions(_FakeStore({"v1": a, "v2": b}), "v1", "v2")
+    sols = diff["solutions"]
     assert (sols["added"], sols["removed"], sols["common"], sols["duplicate_ids"]) == (2, 0, 4, 2)
     assert sols["added_ids"] == ["s0-sol0", "s0-sol1"] and diff["stats"]["solutions"]["delta"] == 2
-    human = runner.invoke(_app(), ["inspect", store.root, "--diff", "v1:v2"])
-    assert "+2 / -0, 0 relabelled (4 common);" in human.output and "several rows" in human.output
 
 
 def test_diff_finds_removed_and_relabelled_solutions():

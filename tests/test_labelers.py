@@ -7,15 +7,16 @@ import re
 import pytest
 
 from steplabel.labelers.base import RolloutQuery, SolutionTask
-from steplabel.labelers.driver import RolloutSampling, WaveDriver
+from steplabel.labelers.driver import WaveDriver
 from steplabel.labelers.math_shepherd import MathShepherdLabeler
 from steplabel.labelers.math_shepherd_config import MathShepherdConfig
 from steplabel.rollouts.engines.base import GenerationRequest
 from steplabel.rollouts.prompts import prefix_prompt
+from steplabel.rollouts.sampling_params import SamplingParams
 from tests.scripted_engine import ScriptedEngine
 
 TEMPLATE = "Question: {question}\n"
-SAMPLING = RolloutSampling(temperature=0.8, top_p=1.0, max_tokens=64, stop=("\n\n",), base_seed=7)
+SAMPLING = SamplingParams(temperature=0.8, top_p=1.0, max_tokens=64)
 
 
 def steps_in_prompt(request: GenerationRequest) -> int:
@@ -33,7 +34,8 @@ def judge(text: str, reference: str) -> bool:
 
 
 def driver_for(engine: ScriptedEngine) -> WaveDriver:
-    return WaveDriver(engine, lambda q, steps: prefix_prompt(TEMPLATE, q, steps, "step_pattern"), judge, SAMPLING)
+    return WaveDriver(engine, lambda q, steps: prefix_prompt(TEMPLATE, q, steps, "step_pattern"), judge, SAMPLING,
+                      stop=("\n\n",), base_seed=7)
 
 
 def planted(correct_by_prefix: dict[int, int]):

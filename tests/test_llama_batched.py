@@ -58,7 +58,7 @@ def test_default_threads_leaves_a_core_free(monkeypatch):
 
 def request(question: str, *, n: int = 2, seed: int = 7, max_tokens: int = 48, temperature: float = 0.8,
             prompt: str | None = None) -> GenerationRequest:
-    from steplabel.flows.config import FEWSHOT_STEPS_TEMPLATE
+    from steplabel.rollouts.prompts import FEWSHOT_STEPS_TEMPLATE
 
     text = prompt if prompt is not None else FEWSHOT_STEPS_TEMPLATE.replace("{question}", question)
     return GenerationRequest(text, n=n, max_tokens=max_tokens, temperature=temperature, top_p=1.0, stop=STOP,

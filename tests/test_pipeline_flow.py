@@ -6,6 +6,8 @@ import functools
 import json
 import re
 import shutil
+import threading
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -50,6 +52,11 @@ CONFIG = parse_config(
         "shard_size": 2,
     }
 )
+
+
+# Crash tests count the shards done before the crash: one shard at a time makes that count exact.
+ONE_AT_A_TIME = CONFIG.model_copy(update={"orchestration": parse_config(
+    {"orchestration": {"max_shards_in_flight": 1}}).orchestration})
 
 
 def run(config: RunConfig, out) -> dict:
@@ -116,11 +123,11 @@ def test_crash_mid_run_resumes_to_the_same_rows(prefect_harness, scripted, tmp_p
 
     monkeypatch.setattr("steplabel.flows.pipeline.label_shard", crash_on_second_shard)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(CONFIG, tmp_path / "crashy")
+        run(ONE_AT_A_TIME, tmp_path / "crashy")
     crashy = ShardStore(tmp_path / "crashy")
     assert crashy.versions() == []  # nothing half-committed is visible
     monkeypatch.setattr("steplabel.flows.pipeline.label_shard", real_label_shard)
-    resumed = run(CONFIG, tmp_path / "crashy")
+    resumed = run(ONE_AT_A_TIME, tmp_path / "crashy")
     assert resumed["shards_skipped"] == 1 and resumed["version"] == "v0001"
     columns = ["solution_id", "completions", "labels", "mc_scores", "first_error"]
     expected = ShardStore(tmp_path / "uninterrupted").read("step_labels").select(columns).sort("solution_id")
@@ -178,7 +185,7 @@ def test_cli_resume_by_run_id_uses_the_recorded_config(prefect_harness, scripted
 
     monkeypatch.setattr("steplabel.flows.pipeline.label_shard", crash_on_second_shard)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(CONFIG, tmp_path)
+        run(ONE_AT_A_TIME, tmp_path)
     monkeypatch.setattr("steplabel.flows.pipeline.label_shard", real_label_shard)
     runner = CliRunner()
     run_id = run_id_for(CONFIG)
@@ -213,18 +220,27 @@ def test_source_rejects_of_every_run_are_kept(prefect_harness, scripted, tmp_pat
     assert totals == [1, 2]  # the second run's bad record is not mistaken for the first run's
 
 
-def test_dask_task_runner_verifies_shards_on_a_local_cluster(prefect_harness, scripted, tmp_path):
-    from steplabel.flows.pipeline import flow_for
+def test_shards_in_flight_are_bounded_by_the_setting_and_change_no_label(prefect_harness, scripted, tmp_path, monkeypatch):
+    real_label_shard = steplabel.labelling.shard.label_shard
+    lock, now, peak = threading.Lock(), [0], []
 
-    threads = run(CONFIG, tmp_path / "threads")
-    dask_config = CONFIG.model_copy(update={"orchestration": parse_config(
-        {"orchestration": {"task_runner": "dask", "dask_workers": 2}}).orchestration})
-    assert dask_config.hash() == CONFIG.hash()  # where work runs is not part of what it computes
-    result = flow_for(dask_config)(config=dask_config.model_dump(mode="json"), out=str(tmp_path / "dask"),
-                                   run_id=run_id_for(dask_config))
-    assert result["created"] and result["shards"] == threads["shards"]
-    columns = ["solution_id", "labels", "tool_verdicts", "tool_first_error"]
-    by_dask = ShardStore(tmp_path / "dask").read("step_labels").select(columns).sort("solution_id")
-    assert by_dask.equals(ShardStore(tmp_path / "threads").read("step_labels").select(columns).sort("solution_id"))
-    assert by_dask["tool_verdicts"].null_count() == 0  # every row went through verification
-    assert not (tmp_path / "dask" / "staging").exists() or not any((tmp_path / "dask" / "staging").iterdir())
+    def counting(*args, **kwargs):
+        with lock:
+            now[0] += 1
+            peak.append(now[0])
+        try:
+            time.sleep(0.3)  # long enough for the next shard to start if the flow lets it
+            return real_label_shard(*args, **kwargs)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr("steplabel.flows.pipeline.label_shard", counting)
+    run(CONFIG, tmp_path / "two")  # default: 2 in flight with the thread runner
+    assert max(peak) == 2
+    peak.clear()
+    run(ONE_AT_A_TIME, tmp_path / "one")
+    assert max(peak) == 1
+    columns = ["solution_id", "completions", "labels", "mc_scores", "tool_verdicts"]
+    one = ShardStore(tmp_path / "one").read("step_labels").select(columns).sort("solution_id")
+    assert ShardStore(tmp_path / "two").read("step_labels").select(columns).sort("solution_id").equals(one)

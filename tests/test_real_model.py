@@ -24,7 +24,7 @@ def llama_engine():
 
 
 def test_llama_cpp_engine_generates_reproducibly(llama_engine):
-    from steplabel.flows.config import FEWSHOT_STEPS_TEMPLATE
+    from steplabel.rollouts.prompts import FEWSHOT_STEPS_TEMPLATE
     from steplabel.rollouts.engines.base import GenerationRequest
 
     prompt = FEWSHOT_STEPS_TEMPLATE.replace("{question}", "Mia has 4 apples and buys 3 more. How many apples does she have?")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from steplabel.flows import resources
-from steplabel.flows.config import GradingConfig, LlamaCppEngineConfig
+from steplabel.rollouts.engines.llama_cpp_config import LlamaCppEngineConfig
+from steplabel.rollouts.grading import GradingConfig
 
 
 class CountingEngine:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from steplabel.flows.config import BuiltinSource, FileSource
+from steplabel.rollouts.sources_config import BuiltinSource, FileSource
 from steplabel.rollouts.builtin_problems import generate_problems
 from steplabel.rollouts.sources import load_problems
 

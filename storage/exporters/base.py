@@ -18,9 +18,10 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from steplabel.storage.exporters import DEFAULT_FORMAT, get_format
+from steplabel.storage.strict import StrictConfig
 
 __all__ = [
     "BinaryOptions",
@@ -42,10 +43,8 @@ Records = list[dict[str, Any]]
 SOURCE_COLUMNS = ("problem_id", "solution_id", "prompt", "completions", "labels")
 
 
-class ExportOptions(BaseModel):
+class ExportOptions(StrictConfig):
     """Options of one format; a format's own options subclass this."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BinaryOptions(ExportOptions):
