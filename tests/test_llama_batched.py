@@ -10,7 +10,7 @@ from steplabel.rollouts.engines.llama_cpp_engine import (
     MAX_PARALLEL,
     BatchPlan,
     common_prefix,
-    default_threads,
+    FreeCores,
     first_stop,
 )
 
@@ -42,15 +42,31 @@ def test_batch_plan_follows_from_n_ctx():
     assert plan.n_batch >= plan.n_seq  # one decoding step of every sequence fits one batch
 
 
-def test_default_threads_leaves_a_core_free(monkeypatch):
-    from steplabel.rollouts.engines import llama_cpp_engine
+def test_free_cores_runs_one_thread_fewer_per_busy_neighbour_core(monkeypatch):
+    """The busy ticks of /proc/stat that are not this process family's are a neighbour's: 1 busy core of 2
+    leaves 1 thread, an idle machine gets both, and a window too short to tell keeps the last answer."""
+    from steplabel.rollouts.engines import llama_cpp_engine as engine
 
-    monkeypatch.setattr(llama_cpp_engine, "available_cores", lambda: 2)
-    assert default_threads() == 1
-    monkeypatch.setattr(llama_cpp_engine, "available_cores", lambda: 1)
-    assert default_threads() == 1
-    monkeypatch.setattr(llama_cpp_engine, "available_cores", lambda: 16)
-    assert default_threads() == 15
+    clock = {"elapsed": 100.0, "machine": 0, "family": 0}
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(engine, "available_cores", lambda: 2)
+    monkeypatch.setattr(engine.os, "times", lambda: type("T", (), {"elapsed": clock["elapsed"]})())
+    monkeypatch.setattr(engine, "_jiffies", lambda cores: clock["machine"])
+    monkeypatch.setattr(engine, "_family_jiffies", lambda: clock["family"])
+    monkeypatch.setattr(engine.os, "sysconf", lambda name: 100)
+    free = FreeCores()
+    assert free.ceiling == 2
+
+    clock.update(elapsed=102.0, machine=400, family=400)  # 2 s, both cores ours: idle neighbours
+    assert free.threads() == 2
+    clock.update(elapsed=104.0, machine=800, family=600)  # 2 s, a neighbour took 200 ticks = 1 core
+    assert free.threads() == 1
+    clock.update(elapsed=104.1, machine=805, family=805)  # 0.1 s: too short, keep 1
+    assert free.threads() == 1
+    clock.update(elapsed=106.0, machine=1200, family=1200 - 90)  # 0.45 of a core busy: rounds to 0
+    assert free.threads() == 2
+    clock.update(elapsed=108.0, machine=1600, family=1110)  # both cores a neighbour's: still one thread
+    assert free.threads() == 1
 
 
 # ---------------------------------------------------------------------------------------- the real model

@@ -17,7 +17,10 @@ class LlamaCppEngineConfig(EngineConfigBase):
     kind: Literal["llama_cpp"] = "llama_cpp"
     model_path: str | None = None
     n_ctx: int = Field(2048, ge=256)
-    n_threads: int | None = Field(None, ge=1, description="None: every core this process may use but one (at least 1), so a busy neighbour does not collapse llama.cpp's spinning threads")
+    n_threads: int | None = Field(
+        None, ge=1, description="None: follow the free cores (every core this process may use, one fewer per core "
+        "a neighbour keeps busy), re-checked at every call",
+    )
 
 
 def build(config: LlamaCppEngineConfig) -> Engine:
