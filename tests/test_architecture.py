@@ -128,3 +128,36 @@ def test_run_config_unions_come_from_the_registries(registry, union):
     for member in members:
         flat |= set(typing.get_args(member)) or {member}
     assert {config for config, _ in entries.values()} == flat
+
+
+def test_public_api_resolves():
+    """Every name ``steplabel`` and ``steplabel.storage`` advertise imports (they are resolved lazily)."""
+    import steplabel
+    import steplabel.storage
+
+    for module in (steplabel, steplabel.storage):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+    assert steplabel.ShardStore is steplabel.storage.ShardStore
+
+
+def test_the_wheel_installs_one_top_level_package(tmp_path):
+    """Built as a user would install it: only ``steplabel`` lands in site-packages, and the public API
+    imports from the wheel, outside the checkout."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("steplabel-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist() if not name.split("/")[0].endswith(".dist-info")}
+        archive.extractall(tmp_path / "site")
+    assert tops == {"steplabel"}
+    code = ("import steplabel, steplabel.flows.pipeline; from steplabel.storage import ShardStore; "
+            "from steplabel import RunConfig; print(steplabel.flows.pipeline.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.stdout.strip() == str(tmp_path / "site" / "steplabel" / "flows" / "pipeline.py"), out.stderr
