@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -163,7 +164,8 @@ def test_timeout_becomes_error_after_retries():
     assert "2 of 2 samples failed" in results[1].error
 
 
-def test_ordering_and_bounded_concurrency():
+def _echo_counting_in_flight(max_delay: float) -> tuple[dict[str, int], Callable]:
+    """A handler that echoes the prompt after a random delay and records the peak of requests in flight."""
     state = {"inflight": 0, "peak": 0}
     lock = threading.Lock()
 
@@ -172,10 +174,16 @@ def test_ordering_and_bounded_concurrency():
         with lock:
             state["inflight"] += 1
             state["peak"] = max(state["peak"], state["inflight"])
-        await asyncio.sleep(random.uniform(0.0, 0.02))
+        await asyncio.sleep(random.uniform(0.0, max_delay))
         with lock:
             state["inflight"] -= 1
         return _ok(body, text=body["prompt"])
+
+    return state, handler
+
+
+def test_ordering_and_bounded_concurrency():
+    state, handler = _echo_counting_in_flight(0.02)
 
     requests = [_req(f"p{i}") for i in range(40)]
     with _engine(handler, max_concurrency=4) as eng:
@@ -224,18 +232,7 @@ def test_generate_from_threads_and_running_loops():
 
 def test_submit_from_many_threads_keeps_the_bound_and_each_result():
     """The continuous driver's entry point: one request per call, from any thread, futures in any order."""
-    state = {"inflight": 0, "peak": 0}
-    lock = threading.Lock()
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        with lock:
-            state["inflight"] += 1
-            state["peak"] = max(state["peak"], state["inflight"])
-        await asyncio.sleep(random.uniform(0.0, 0.01))
-        with lock:
-            state["inflight"] -= 1
-        return _ok(body, text=body["prompt"])
+    state, handler = _echo_counting_in_flight(0.01)
 
     with _engine(handler, max_concurrency=3, base_urls=["http://a:1", "http://b:2"]) as eng:
         assert isinstance(eng, ContinuousEngine)
