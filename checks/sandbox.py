@@ -254,13 +254,14 @@ def _bwrap_argv(bwrap: str, python: str, binds: dict[str, str], tmpfs_mb: int, s
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", _CWD,
             "--setenv", "TMPDIR", _CWD, "--setenv", "PYTHONHASHSEED", "0"]
+    # The writable tmpfs first: an interpreter that lives under it (a checkout in /tmp) is bound on top of it.
+    argv += ["--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", _CWD]
     for dest, src in binds.items():
         argv += ["--ro-bind", src, dest]
     for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(link):
             argv += ["--symlink", os.readlink(link), link]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
-             "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", _CWD, "--file", str(code_fd), f"{_CWD}/snippet.py",
+    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--file", str(code_fd), f"{_CWD}/snippet.py",
              "--remount-ro", "/", "--chdir", _CWD, "--info-fd", str(info_fd)]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
@@ -289,14 +290,26 @@ def _traversable(path: str) -> bool:
 
 # As root, bwrap runs as SANDBOX_UID, which may not reach the interpreter (pyenv under a 0700 /root). This
 # wrapper, in a private mount namespace of its own, first binds such paths (as root) onto a tmpfs that it
-# mounts over /tmp there - invisible to the host - then drops to SANDBOX_UID and runs bwrap.
+# mounts over an existing directory there (invisible to the host), then drops to SANDBOX_UID and runs bwrap.
 _STAGE = r"""set -e
-mount -t tmpfs -o mode=0755,size=64k steplabel-stage /tmp
+mount -t tmpfs -o mode=0755,size=64k steplabel-stage %(stage)s
 i=0
-while [ "$1" != -- ]; do mkdir /tmp/$i; mount --bind -o ro "$1" /tmp/$i; i=$((i + 1)); shift; done
+while [ "$1" != -- ]; do mkdir %(stage)s/$i; mount --bind -o ro "$1" %(stage)s/$i; i=$((i + 1)); shift; done
 shift
 exec setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups -- "$@"
 """
+_STAGE_CANDIDATES = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var/tmp", "/run")
+
+
+def _stage_dir(sources: list[str]) -> str:
+    """A directory the staging tmpfs may cover: one that holds none of the paths the sandbox binds (a checkout
+    under /tmp keeps its venv visible)."""
+    for candidate in _STAGE_CANDIDATES:
+        if os.path.isdir(candidate) and not os.path.islink(candidate) and not any(
+                s == candidate or s.startswith(candidate + "/") for s in sources):
+            return candidate
+    raise SandboxUnavailable("no directory to stage the interpreter in: every one of "
+                             f"{', '.join(_STAGE_CANDIDATES)} holds a path the sandbox must see")
 
 
 def _launch_argv(python: str, build) -> tuple[list[str], bool]:
@@ -308,9 +321,10 @@ def _launch_argv(python: str, build) -> tuple[list[str], bool]:
     hidden = [s for s in sources if not _traversable(s)]
     if not hidden:
         return build({s: s for s in sources}), True
-    binds = {s: s for s in sources if s not in hidden} | {s: f"/tmp/{i}" for i, s in enumerate(hidden)}
-    wrapper = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", _STAGE % {"uid": SANDBOX_UID},
-               "stage", *hidden, "--"]
+    stage = _stage_dir(sources)
+    binds = {s: s for s in sources if s not in hidden} | {s: f"{stage}/{i}" for i, s in enumerate(hidden)}
+    wrapper = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+               _STAGE % {"uid": SANDBOX_UID, "stage": stage}, "stage", *hidden, "--"]
     return wrapper + build(binds), False
 
 

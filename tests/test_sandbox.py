@@ -154,3 +154,16 @@ def test_refuses_without_isolation_and_weak_mode_when_allowed(monkeypatch):
 def test_probe_reports_isolated_here():
     support = sandbox.probe()
     assert support.level == "isolated" and support.reason == "" and support.bwrap_version.startswith("bubblewrap")
+
+
+def test_an_interpreter_in_a_venv_under_tmp_runs(tmp_path):
+    """A checkout under /tmp (CI's fresh clone) has its venv there; staging the base interpreter must not hide
+    it, so the staging tmpfs goes over a directory that holds no bound path."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    r = run_python("import sys; print(sys.prefix)", python=str(venv / "bin" / "python"), **FAST)
+    assert (r.status, r.stdout.strip()) == ("ok", str(venv)), r
+    assert sandbox._stage_dir([str(venv), "/usr"]) != "/tmp"
