@@ -94,7 +94,8 @@ class ConfigError(ValueError):
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "<root>"
+        # a key may hold any character; escaped, a "\r" or "\n" in it cannot break the one-line-per-error shape
+        where = ".".join(str(part) if str(part).isprintable() else repr(part) for part in item["loc"]) or "<root>"
         lines.append(f"{origin}: {where}: {item['msg']}")
     return "\n".join(lines)
 

@@ -70,3 +70,12 @@ def test_hybrid_labels_are_on_by_default_and_null_turns_them_off():
     # the MC-threshold knobs of the old rule are gone: the labeler's own rule decides; a clear one-line error
     with pytest.raises(ConfigError, match=r"verification\.hybrid\.mc_threshold: Extra inputs are not permitted"):
         parse_config({"verification": {"hybrid": {"mc_threshold": 0.5}}})
+
+
+def test_a_key_with_a_line_break_stays_one_line_per_error():
+    """Found by the fuzz test: a key holding "\\r" split its error line in two."""
+    with pytest.raises(ConfigError) as error:
+        parse_config({"name": {}, "prompt": {"\r": None}}, origin="x.yaml")
+    lines = str(error.value).splitlines()
+    assert len(lines) == 2 and all(line.startswith("x.yaml: ") for line in lines)
+    assert "prompt.'\\r': Extra inputs are not permitted" in lines[1]

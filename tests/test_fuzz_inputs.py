@@ -31,7 +31,9 @@ from steplabel.rollouts.sources import load_problems  # noqa: E402
 from steplabel.storage.schema import REJECTS, STEP_LABELS  # noqa: E402
 from steplabel.storage.store import ShardStore  # noqa: E402
 
-FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# derandomize: the same examples every run, so CI cannot fail by chance; set it False locally to explore.
+FUZZ = settings(deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                       max_leaves=6)
