@@ -13,6 +13,17 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def llama_engine():
+    """The embedded real model on llama.cpp, loaded once per test module that asks for it (slow tests)."""
+    pytest.importorskip("llama_cpp")
+    from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(n_ctx=1024)
+    yield engine
+    engine.close()
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the whole session (starting one costs ~10-20 s here)."""

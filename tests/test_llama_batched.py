@@ -85,26 +85,16 @@ def texts(results) -> list[list[str]]:
     return [[c.text for c in r.completions] for r in results]
 
 
-@pytest.fixture(scope="module")
-def engine():
-    pytest.importorskip("llama_cpp")
-    from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
-
-    engine = LlamaCppEngine(n_ctx=1024)
-    yield engine
-    engine.close()
-
-
 @pytest.mark.slow
-def test_a_call_depends_only_on_its_requests(engine):
+def test_a_call_depends_only_on_its_requests(llama_engine):
     """Same config, same labels run to run: a fresh engine and one that served other calls (so its cache
     holds another prefix) give identical samples for the same call."""
     from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
 
     call = [request(q, n=3, seed=20 + i) for i, q in enumerate(QUESTIONS)]
-    engine.generate([request("Ann reads 9 pages a day. How many pages in 4 days?", n=4, seed=1)])
-    engine.generate([request("", prompt="Question: unrelated text that shares no prefix\nStep 1:", n=2)])
-    used = engine.generate(call)
+    llama_engine.generate([request("Ann reads 9 pages a day. How many pages in 4 days?", n=4, seed=1)])
+    llama_engine.generate([request("", prompt="Question: unrelated text that shares no prefix\nStep 1:", n=2)])
+    used = llama_engine.generate(call)
     fresh_engine = LlamaCppEngine(n_ctx=1024)
     try:
         fresh = fresh_engine.generate(call)
@@ -117,11 +107,11 @@ def test_a_call_depends_only_on_its_requests(engine):
 
 
 @pytest.mark.slow
-def test_finish_reasons_stop_strings_and_token_counts(engine):
-    short, normal = engine.generate([request(QUESTIONS[0], n=2, max_tokens=5), request(QUESTIONS[1], n=4, max_tokens=96)])
+def test_finish_reasons_stop_strings_and_token_counts(llama_engine):
+    short, normal = llama_engine.generate([request(QUESTIONS[0], n=2, max_tokens=5), request(QUESTIONS[1], n=4, max_tokens=96)])
     assert [c.finish_reason for c in short.completions] == ["length", "length"]
     assert [c.tokens for c in short.completions] == [5, 5]
-    assert short.prompt_tokens == len(engine.tokenize(request(QUESTIONS[0]).prompt)) > 200
+    assert short.prompt_tokens == len(llama_engine.tokenize(request(QUESTIONS[0]).prompt)) > 200
     for completion in normal.completions:
         assert not any(s in completion.text for s in STOP)  # cut at the stop string, which is not kept
         assert completion.finish_reason in ("stop", "length") and 0 < completion.tokens <= 96
@@ -131,34 +121,34 @@ def test_finish_reasons_stop_strings_and_token_counts(engine):
 
 
 @pytest.mark.slow
-def test_a_prompt_that_does_not_fit_is_an_error_and_the_others_still_run(engine):
+def test_a_prompt_that_does_not_fit_is_an_error_and_the_others_still_run(llama_engine):
     too_long = request("", prompt="one two three " * 400)
-    fits, failed, empty = engine.generate([request(QUESTIONS[2]), too_long, request(QUESTIONS[0], n=0)])
+    fits, failed, empty = llama_engine.generate([request(QUESTIONS[2]), too_long, request(QUESTIONS[0], n=0)])
     assert failed.error is not None and "does not fit the context window of 1024 tokens" in failed.error
     assert not failed.completions
     assert fits.error is None and len(fits.completions) == 2
     assert empty.error is None and empty.completions == [] and empty.prompt_tokens > 0
     # max_tokens is cut to the window: a prompt of ~1000 tokens leaves room for a few only
-    near = engine.generate([request("", prompt="one two three " * 333, n=1, max_tokens=200)])[0]
-    room = 1024 - len(engine.tokenize("one two three " * 333))
+    near = llama_engine.generate([request("", prompt="one two three " * 333, n=1, max_tokens=200)])[0]
+    room = 1024 - len(llama_engine.tokenize("one two three " * 333))
     assert near.error is None and 0 < room < 200 and near.completions[0].tokens <= room
 
 
 @pytest.mark.slow
-def test_more_samples_than_parallel_sequences_are_decoded_in_parts(engine):
+def test_more_samples_than_parallel_sequences_are_decoded_in_parts(llama_engine):
     n = MAX_PARALLEL + 4
-    (result,) = engine.generate([request(QUESTIONS[0], n=n, max_tokens=12, seed=3)])
+    (result,) = llama_engine.generate([request(QUESTIONS[0], n=n, max_tokens=12, seed=3)])
     assert result.error is None and len(result.completions) == n
     assert len({c.text for c in result.completions}) > 1
-    again = engine.generate([request(QUESTIONS[0], n=n, max_tokens=12, seed=3)])
+    again = llama_engine.generate([request(QUESTIONS[0], n=n, max_tokens=12, seed=3)])
     assert texts(again) == texts([result])
 
 
 @pytest.mark.slow
-def test_greedy_samples_follow_the_most_likely_tokens(engine):
+def test_greedy_samples_follow_the_most_likely_tokens(llama_engine):
     """Temperature 0 is greedy decoding: the same request twice gives the same text, and the few-shot
     format is followed."""
-    first = engine.generate([request(QUESTIONS[0], n=1, temperature=0.0)])[0].completions[0]
-    again = engine.generate([request(QUESTIONS[0], n=1, temperature=0.0, seed=99)])[0].completions[0]
+    first = llama_engine.generate([request(QUESTIONS[0], n=1, temperature=0.0)])[0].completions[0]
+    again = llama_engine.generate([request(QUESTIONS[0], n=1, temperature=0.0, seed=99)])[0].completions[0]
     assert first.text == again.text  # the seed does not matter to greedy decoding
     assert first.text.startswith("Step 1:")

@@ -13,16 +13,6 @@ from steplabel.storage.store import ShardStore
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
 
 
-@pytest.fixture(scope="module")
-def llama_engine():
-    pytest.importorskip("llama_cpp")
-    from steplabel.rollouts.engines.llama_cpp_engine import LlamaCppEngine
-
-    engine = LlamaCppEngine(n_ctx=1024)
-    yield engine
-    engine.close()
-
-
 def test_llama_cpp_engine_generates_reproducibly(llama_engine):
     from steplabel.rollouts.prompts import FEWSHOT_STEPS_TEMPLATE
     from steplabel.rollouts.engines.base import GenerationRequest
